@@ -1,0 +1,131 @@
+"""Engine, sessions (one transaction per request) and the declarative base."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import BigInteger, Connection, DateTime, Dialect, Integer, MetaData, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeDecorator
+
+from service.core.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT identity on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def later_than(previous: datetime) -> datetime:
+    """Now, but strictly after ``previous``: an update always moves ``updated_at`` forward."""
+    now = utcnow()
+    previous = previous if previous.tzinfo else previous.replace(tzinfo=UTC)
+    return now if now > previous else previous + timedelta(microseconds=1)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp with microseconds on every dialect (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - SQLAlchemy reads it as a class attribute
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def configure_sqlite(engine: AsyncEngine) -> None:
+    """Make SQLite behave like PostgreSQL: explicit BEGIN (so SAVEPOINT/rollback work) and foreign keys on."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_connect(dbapi_conn: Any, _: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver stops issuing BEGIN/COMMIT on its own
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _sqlite_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def create_engine_for(url: str, **kwargs: Any) -> AsyncEngine:
+    """The one place that builds an engine, so the app, Alembic, the CLI and tests get the same dialect setup."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_dir(url)
+        engine = create_async_engine(url, **kwargs)
+        configure_sqlite(engine)
+        return engine
+    return create_async_engine(url, **kwargs)
+
+
+def build_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        return create_engine_for(settings.database_url, echo=settings.database_echo)
+    return create_engine_for(
+        settings.database_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_pre_ping=True,
+    )
+
+
+def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)  # responses read attributes after commit
+
+
+def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:  # tests override this
+    maker: async_sessionmaker[AsyncSession] = request.state.sessionmaker
+    return maker
+
+
+async def get_session(
+    sessionmaker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+# scope="function": the commit runs before the response is sent, so a failed commit becomes an error response.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,198 @@
+"""Typed errors and the one handler layer that renders every failure as ``{"errors": {field: [message]}}``."""
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+BLANK = "can't be blank"
+INVALID = "is invalid"
+
+
+class AppError(Exception):
+    """An error a client may see: rendered as {"errors": {field: [message]}}."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, field: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{field} {message}")
+        self.field, self.message = field, message
+        self.headers = dict(headers or {})
+
+
+class Unauthorized(AppError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+
+
+class Forbidden(AppError):
+    status_code = status.HTTP_403_FORBIDDEN
+
+
+class NotFound(AppError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class Conflict(AppError):
+    status_code = status.HTTP_409_CONFLICT
+
+
+class Unprocessable(AppError):
+    status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
+
+
+class ServiceUnavailable(AppError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class ErrorBody(BaseModel):
+    """The error envelope: every error response has this shape."""
+
+    errors: dict[str, list[str]]
+
+
+def error_response(
+    status_code: int, field: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"errors": {field: [message]}}, status_code, headers=dict(headers or {}))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pydantic error types -> Rails-style messages. The one place that decides what a client reads.
+
+_MESSAGES: dict[str, str] = {
+    "missing": BLANK,
+    "blank": BLANK,
+    "string_too_short": "is too short (minimum is {min_length} characters)",
+    "string_too_long": "is too long (maximum is {max_length} characters)",
+    "too_long": "is too long (maximum is {max_length} items)",
+    "too_short": "is too short (minimum is {min_length} items)",
+    "less_than_equal": "must be less than or equal to {le}",
+    "greater_than_equal": "must be greater than or equal to {ge}",
+    "less_than": "must be less than {lt}",
+    "greater_than": "must be greater than {gt}",
+}
+
+
+def message_for(error: Mapping[str, Any]) -> str:
+    """Rails-style message for one Pydantic error; anything unknown (wrong type, bad format) is ``is invalid``."""
+    kind = str(error.get("type", ""))
+    if kind in ("too_long", "too_short") and isinstance(error.get("input"), str):
+        kind = f"string_{kind}"  # a length rule applied after a validator reports the generic type
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return INVALID
+    ctx = error.get("ctx") or {}
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return INVALID
+
+
+def _field_of(loc: Sequence[Any], envelope: str | None) -> str:
+    """The client-facing field name of an error location: the last named part, or the envelope key."""
+    parts = [part for part in loc if isinstance(part, str)]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    if parts:
+        return parts[-1]
+    return envelope or "body"
+
+
+def envelope_key(request: Request) -> str | None:
+    """The body's envelope key (``user``, ``article``, ``comment``) of the matched route, if it has one."""
+    route = request.scope.get("route")
+    body_field = getattr(route, "body_field", None)
+    annotation = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    fields = getattr(annotation, "model_fields", None)
+    if isinstance(fields, dict) and len(fields) == 1:
+        field_name, info = next(iter(fields.items()))
+        return str(info.alias or field_name)
+    return None
+
+
+def validation_errors(errors: Iterable[Mapping[str, Any]], envelope: str | None) -> dict[str, list[str]]:
+    """Group Pydantic errors by field. A blank field reports ``can't be blank`` and nothing else."""
+    result: dict[str, list[str]] = {}
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        kind = str(error.get("type", ""))
+        if kind in ("json_invalid", "model_attributes_type", "dict_type", "model_type") and len(loc) <= 2:
+            # unreadable JSON, or a body/envelope that is not an object: name the envelope key
+            field = _field_of(loc[:2] if kind != "json_invalid" else loc[:1], envelope)
+            message = BLANK if kind == "json_invalid" or len(loc) == 1 else INVALID
+        else:
+            field = _field_of(loc, envelope)
+            message = message_for(error)
+        messages = result.setdefault(field, [])
+        if BLANK in messages:
+            continue
+        if message == BLANK:
+            messages.clear()
+        if message not in messages:
+            messages.append(message)
+    return result
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def handle_app_error(request: Request, exc: AppError) -> JSONResponse:
+        headers = dict(exc.headers)
+        if isinstance(exc, Unauthorized):
+            headers.setdefault("WWW-Authenticate", 'Token realm="api"')
+        return error_response(exc.status_code, exc.field, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors(), envelope_key(request))
+        return JSONResponse({"errors": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def handle_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_404_NOT_FOUND:
+            return error_response(404, "route", "not found", headers)
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            return error_response(405, "method", "not allowed", headers)
+        if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
+            return error_response(413, "request", "is too large", headers)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            headers.setdefault("WWW-Authenticate", 'Token realm="api"')
+            return error_response(401, "token", "is missing", headers)
+        return error_response(exc.status_code, "request", INVALID, headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(ConnectionError)
+    @app.exception_handler(TimeoutError)
+    async def handle_database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("database unavailable", extra={"error": type(exc).__name__})
+        return error_response(503, "database", "unavailable", {"Retry-After": "5"})
+
+    @app.exception_handler(DBAPIError)
+    async def handle_dbapi_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            logger.error("database connection lost", extra={"error": type(exc.orig).__name__})
+            return error_response(503, "database", "unavailable", {"Retry-After": "5"})
+        raise exc
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the error envelope for each status an operation can return."""
+    descriptions = {
+        401: "Missing, invalid or expired token",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Conflict",
+        413: "Request body too large",
+        422: "Validation failed",
+        429: "Rate limited",
+        503: "Database unavailable",
+    }
+    return {code: {"model": ErrorBody, "description": descriptions.get(code, "Error")} for code in statuses}

@@ -1,0 +1,176 @@
+"""Pure ASGI middleware: request id and access log, body-size limit, security headers."""
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.logging import request_id_var, user_id_var
+
+logger = logging.getLogger("service.access")
+error_logger = logging.getLogger("service.errors")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _error_body(field: str, message: str) -> bytes:
+    return orjson.dumps({"errors": {field: [message]}})
+
+
+async def _send_error(send: Send, status: int, field: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = _error_body(field, message)
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContextMiddleware:
+    """Outermost layer: binds ``X-Request-ID``, logs one access line, turns any escaped exception into a clean 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        rid_token = request_id_var.set(request_id)
+        uid_token = user_id_var.set(None)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status_code = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status_code = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            error_logger.exception("unhandled error", extra={"method": scope["method"], "path": _route(scope)})
+            if not response_started:
+                status_code = 500
+                await _send_error(send, 500, "server", "internal error", [(b"x-request-id", request_id.encode())])
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            logger.info(
+                "%s %s %s",
+                scope["method"],
+                _route(scope),
+                status_code,
+                extra={
+                    "method": scope["method"],
+                    "route": _route(scope),
+                    "status": status_code,
+                    "duration_ms": duration_ms,
+                    "client": (scope.get("client") or ("-",))[0],
+                },
+            )
+            user_id_var.reset(uid_token)
+            request_id_var.reset(rid_token)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _route(scope: MutableMapping[str, Any]) -> str:
+    """The route template (``/api/articles/{slug}``), never the raw path: bounded cardinality, no ids in logs."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "<unmatched>"
+
+
+class BodySizeLimitMiddleware:
+    """413 for a body over the limit, by ``Content-Length`` or by counting a streamed body."""
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        self.app = app
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
+            await _send_error(send, 413, "request", "is too large", [])
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_size:
+                    raise _BodyTooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await _send_error(send, 413, "request", "is too large", [])
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it on untouched."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413)
+
+
+class SecurityHeadersMiddleware:
+    """``nosniff`` everywhere; ``no-store`` on API responses to requests that carried a token."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        has_token = _header(scope, b"authorization") is not None
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Content-Type-Options"] = "nosniff"
+                if has_token:
+                    headers["Cache-Control"] = "no-store"
+                    headers.add_vary_header("Authorization")
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)

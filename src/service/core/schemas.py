@@ -1,0 +1,50 @@
+"""Shared Pydantic building blocks: camelCase models, blank-first strings, the wire format of timestamps."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        from_attributes=True,
+        serialize_by_alias=True,
+    )
+
+
+class RequestModel(CamelModel):
+    """Request bodies: unknown keys are ignored, as RealWorld clients send extra fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def reject_blank(value: Any) -> Any:
+    """Blank first: missing, null, "" or only spaces is ``can't be blank`` and no other check runs."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise PydanticCustomError("blank", "can't be blank")
+    return value
+
+
+def empty_to_none(value: Any) -> Any:
+    """``""`` stores and returns ``null`` (bio, image)."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _iso_utc(value: datetime) -> str:
+    # Always six fractional digits and a Z, so every endpoint serialises a timestamp identically.
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_iso_utc, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-27T10:15:30.123456Z"}),
+]
