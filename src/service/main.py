@@ -1,0 +1,92 @@
+"""The application factory. Nothing connects at import time: run with ``uvicorn --factory service.main:create_app``."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypedDict
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service import __version__
+from service.api import api_router
+from service.core.config import Settings, get_settings
+from service.core.db import build_engine, build_sessionmaker
+from service.core.errors import register_error_handlers
+from service.core.logging import configure_logging
+from service.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from service.ops.router import DOCS_ASSETS, docs_router
+from service.ops.router import router as ops_router
+
+logger = logging.getLogger(__name__)
+
+
+class State(TypedDict):
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Any
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+    settings: Settings = app.state.settings
+    engine = build_engine(settings)
+    redis: Any = None
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(settings.redis_url)
+    logger.info("service starting", extra={"environment": settings.environment.value, "dialect": engine.dialect.name})
+    try:
+        yield {"engine": engine, "sessionmaker": build_sessionmaker(engine), "redis": redis}
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
+        logger.info("service stopped")
+
+
+DESCRIPTION = """
+A production-grade implementation of the [RealWorld](https://github.com/realworld-apps/realworld) "Conduit" API.
+
+Every error has the shape `{"errors": {"<field>": ["<message>"]}}`. Authenticate with
+`Authorization: Token <jwt>` or `Authorization: Bearer <jwt>` (use **Authorize** and paste the token).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="Conduit",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    app.dependency_overrides[get_settings] = lambda: settings
+    register_error_handlers(app)
+    app.include_router(api_router)
+    app.include_router(ops_router)
+    if docs:
+        app.include_router(docs_router)
+        app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+    # Added last = runs first: request id/logging wraps everything, then CORS (answers preflights before auth).
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["X-Request-ID"],
+        max_age=600,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    return app

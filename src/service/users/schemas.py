@@ -1,0 +1,84 @@
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from service.core.schemas import CamelModel, RequestModel, empty_to_none, reject_blank
+from service.users.models import Role
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+def _http_url(value: str | None) -> str | None:
+    # Frontends put this in <img src>: only web URLs, never javascript: or data: schemes.
+    if value is not None and not value.lower().startswith(("http://", "https://")):
+        raise PydanticCustomError("invalid", "is invalid")
+    return value
+
+
+Username = Annotated[
+    str,
+    BeforeValidator(reject_blank),
+    Field(max_length=50, pattern=USERNAME_PATTERN, examples=["jake"]),
+]
+Email = Annotated[EmailStr, BeforeValidator(reject_blank), Field(max_length=254, examples=["jake@jake.jake"])]
+Password = Annotated[str, BeforeValidator(reject_blank), Field(min_length=8, max_length=256, examples=["jakejakejake"])]
+Bio = Annotated[Annotated[str, Field(max_length=2000)] | None, BeforeValidator(empty_to_none)]
+ImageUrl = Annotated[
+    Annotated[str, Field(max_length=2000, examples=["https://api.realworld.io/images/smiley-cyrus.jpg"])] | None,
+    BeforeValidator(empty_to_none),
+    AfterValidator(_http_url),
+]
+
+
+class UserCreate(RequestModel):
+    username: Username
+    email: Email
+    password: Password
+
+
+class UserLogin(RequestModel):
+    email: Annotated[str, BeforeValidator(reject_blank), Field(max_length=254, examples=["jake@jake.jake"])]
+    password: Annotated[str, BeforeValidator(reject_blank), Field(max_length=256, examples=["jakejakejake"])]
+
+
+class UserUpdate(RequestModel):
+    """Any subset of the fields; ``null`` or ``""`` for e-mail, username or password is ``can't be blank``."""
+
+    email: Annotated[Email | None, BeforeValidator(reject_blank)] = None
+    username: Annotated[Username | None, BeforeValidator(reject_blank)] = None
+    password: Annotated[Password | None, BeforeValidator(reject_blank)] = None
+    bio: Bio = None
+    image: ImageUrl = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not any(key in data for key in ("email", "username", "password", "bio", "image")):
+            raise PydanticCustomError("blank", "can't be blank")
+        return data
+
+
+class UserCreateEnvelope(RequestModel):
+    user: UserCreate
+
+
+class UserLoginEnvelope(RequestModel):
+    user: UserLogin
+
+
+class UserUpdateEnvelope(RequestModel):
+    user: UserUpdate
+
+
+class UserRead(CamelModel):
+    email: str
+    token: str
+    username: str
+    bio: str | None
+    image: str | None
+    role: Role
+
+
+class UserEnvelope(CamelModel):
+    user: UserRead
