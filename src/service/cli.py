@@ -1,0 +1,122 @@
+"""The ``service`` command: serve, migrate, users, openapi, seed."""
+
+import asyncio
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.core.config import get_settings
+
+app = typer.Typer(help="Conduit service: run the API, migrate the database, manage users.", no_args_is_help=True)
+users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default: SERVICE_HOST or 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: SERVICE_PORT or 8000).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
+) -> None:
+    """Run the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=None if reload else workers,
+        reload=reload,
+        access_log=False,  # our middleware writes one structured line per request
+        proxy_headers=True,
+        log_config=None,  # create_app configures logging
+    )
+
+
+@app.command()
+def migrate(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Upgrade the database schema (works from any directory and inside the image)."""
+    from service.core import migrations
+
+    settings = get_settings()
+    migrations.upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise typer.BadParameter("passwords do not match")
+    return first
+
+
+@users_app.command("create")
+def create_user(
+    email: Annotated[str, typer.Option(help="E-mail address.")],
+    username: Annotated[str, typer.Option(help="Username.")],
+    role: Annotated[str, typer.Option(help="user, moderator or admin.")] = "user",
+) -> None:
+    """Create an account. The password is prompted for (or read from a pipe), never taken as an argument."""
+    from pydantic import ValidationError
+
+    from service.core.db import build_engine, build_sessionmaker
+    from service.core.errors import AppError
+    from service.users import service as users_service
+    from service.users.models import Role
+    from service.users.schemas import UserCreate
+
+    try:
+        chosen_role = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+    try:
+        data = UserCreate(username=username, email=email, password=_read_password())
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+    async def _create() -> None:
+        engine = build_engine(get_settings())
+        try:
+            async with build_sessionmaker(engine)() as session, session.begin():
+                await users_service.create_user(
+                    session, username=data.username, email=data.email, password=data.password, role=chosen_role
+                )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(_create())
+    except AppError as exc:
+        typer.echo(f"{exc.field} {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"created {chosen_role.value} {data.username}")
+
+
+@app.command()
+def openapi(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Write the OpenAPI schema as JSON."""
+    from service.main import create_app
+
+    schema = json.dumps(create_app(get_settings()).openapi(), indent=2, ensure_ascii=False)
+    if output is None:
+        typer.echo(schema)
+    else:
+        output.write_text(schema + "\n")
+        typer.echo(f"wrote {output}", err=True)
+
+
+def main() -> None:
+    app()

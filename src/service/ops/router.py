@@ -1,0 +1,97 @@
+"""Operational endpoints outside /api: liveness, readiness, metrics, offline docs."""
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+import fastapi_offline
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.core.db import get_sessionmaker
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ops"])
+
+# Swagger UI and ReDoc ship inside the fastapi-offline wheel: /docs works with no internet access.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+READY_TIMEOUT_S = 2.0
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}
+
+
+@router.get("/health/live", summary="Liveness: the process is up")
+async def live() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: database (and Redis, if configured) reachable",
+    responses={503: {"model": Health, "description": "A dependency is unreachable"}},
+)
+async def ready(
+    request: Request, maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S), maker() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        logger.warning("readiness: database unreachable", extra={"error": type(exc).__name__})
+        checks["database"] = "unavailable"
+    redis = getattr(request.state, "redis", None)
+    if redis is not None:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            logger.warning("readiness: redis unreachable", extra={"error": type(exc).__name__})
+            checks["redis"] = "unavailable"
+    ok = all(value == "ok" for value in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    headers = {} if ok else {"Retry-After": "5"}
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503, headers=headers)
+
+
+docs_router = APIRouter(include_in_schema=False)
+
+
+@docs_router.get("/docs")
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=str(request.app.openapi_url),
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+        swagger_css_url="/docs-assets/swagger-ui.css",
+        swagger_favicon_url="/docs-assets/favicon.png",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+
+
+@docs_router.get("/docs/oauth2-redirect")
+async def swagger_ui_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+@docs_router.get("/redoc")
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url=str(request.app.openapi_url),
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url="/docs-assets/redoc.standalone.js",
+        redoc_favicon_url="/docs-assets/favicon.png",
+        with_google_fonts=False,
+    )
