@@ -1,0 +1,158 @@
+"""Test fixtures: every test runs over HTTP against real PostgreSQL *and* SQLite, rolled back afterwards.
+
+``SERVICE_TEST_DATABASES`` picks the backends (default ``sqlite,postgresql``). PostgreSQL is reached at
+``SERVICE_TEST_POSTGRES_URL`` (default ``postgresql+asyncpg://postgres@127.0.0.1:5432/postgres``); the fixtures
+create a database of their own there and drop it at the end. When PostgreSQL is unreachable its tests are skipped
+with the reason, except under ``CI=true``, where that is a failure.
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.core import migrations
+from service.core.config import Settings, load_settings
+from service.core.db import create_engine_for, get_sessionmaker
+from service.main import create_app
+
+POSTGRES_URL = os.environ.get("SERVICE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [b.strip() for b in os.environ.get("SERVICE_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+async def _postgres_admin(sql: str) -> None:
+    engine = create_engine_for(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "conduit_test.db"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    name = f"conduit_test_{uuid.uuid4().hex[:10]}"
+    try:
+        await _postgres_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, ConnectionError) as exc:
+        if IN_CI:
+            raise
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL} ({type(exc).__name__}); SQLite tests still run")
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    # Migrate up, all the way down and up again: every test run proves both directions work.
+    for step in (migrations.upgrade, migrations.downgrade, migrations.upgrade):
+        await asyncio.to_thread(step, database_url)  # env.py calls asyncio.run(): keep it off this loop
+    engine = create_engine_for(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def backend(engine: AsyncEngine) -> str:
+    return engine.dialect.name
+
+
+@pytest.fixture
+async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    async with engine.connect() as conn:
+        outer = await conn.begin()  # rolled back below: nothing a test writes survives it
+        yield async_sessionmaker(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        await outer.rollback()
+
+
+@pytest.fixture
+async def session(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    async with sessionmaker() as session:
+        yield session
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return load_settings(environment="test", database_url=database_url, log_format="json", log_level="INFO")
+
+
+@pytest.fixture
+def app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Any:
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    return app
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[AsyncClient]:
+    # ASGITransport skips the lifespan; the overrides stand in for it.
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as c:
+        yield c
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    @property
+    def selects(self) -> int:
+        return sum(1 for s in self.statements if s.lstrip().upper().startswith(("SELECT", "WITH")))
+
+    @property
+    def total(self) -> int:
+        """Statements a request sent, savepoint bookkeeping excluded."""
+        return sum(
+            1 for s in self.statements if not s.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK"))
+        )
+
+
+@pytest.fixture
+def count_statements(engine: AsyncEngine) -> Any:
+    @contextmanager
+    def _count() -> Iterator[StatementCounter]:
+        counter = StatementCounter()
+
+        def _listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            counter.statements.append(statement)
+
+        event.listen(engine.sync_engine, "before_cursor_execute", _listener)
+        try:
+            yield counter
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", _listener)
+
+    return _count
+
+
+@pytest.fixture
+async def committing_client(settings: Settings, engine: AsyncEngine, backend: str) -> AsyncIterator[AsyncClient]:
+    """A client whose requests really commit on their own pooled connections: for concurrency tests.
+
+    PostgreSQL only (SQLite serialises writers anyway). Every table is emptied afterwards, so isolation holds.
+    """
+    if backend != "postgresql":
+        pytest.skip("concurrency is exercised on PostgreSQL")
+    from service.core.db import build_sessionmaker
+    from service.models import Base
+
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: build_sessionmaker(engine)
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as c:
+        yield c
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

@@ -1,0 +1,180 @@
+"""Contract B3, B3a (headers), B6 and the error layer, over HTTP."""
+
+import logging
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from httpx import ASGITransport, AsyncClient
+
+from service.core.config import Settings
+from service.core.db import get_sessionmaker
+from service.main import create_app
+from tests.helpers import PASSWORD, auth, register
+
+
+async def test_unknown_route_is_404_envelope(client: AsyncClient) -> None:
+    response = await client.get("/nope")
+    assert response.status_code == 404
+    assert response.json() == {"errors": {"route": ["not found"]}}
+
+
+async def test_wrong_method_is_405_with_allow(client: AsyncClient) -> None:
+    response = await client.delete("/users/login")
+    assert response.status_code == 405
+    assert response.json() == {"errors": {"method": ["not allowed"]}}
+    assert "POST" in response.headers["Allow"]
+
+
+async def test_body_over_limit_is_413(client: AsyncClient, settings: Settings) -> None:
+    big = b'{"user": {"username": "' + b"a" * (settings.max_body_size + 10) + b'"}}'
+    response = await client.post("/users", content=big, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"errors": {"request": ["is too large"]}}
+
+
+async def test_streamed_body_over_limit_is_413(client: AsyncClient, settings: Settings) -> None:
+    async def chunks() -> Any:
+        for _ in range(settings.max_body_size // 1024 + 2):
+            yield b"a" * 1024
+
+    response = await client.post("/users", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json() == {"errors": {"request": ["is too large"]}}
+
+
+@pytest.fixture
+def failing_app(app: Any) -> Any:
+    boom = APIRouter()
+
+    @boom.get("/api/boom")
+    async def explode() -> None:
+        raise RuntimeError("secret internals: SELECT * FROM users")
+
+    app.include_router(boom)
+    return app
+
+
+async def test_unexpected_error_is_clean_500_with_request_id(
+    failing_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    transport = ASGITransport(app=failing_app, raise_app_exceptions=False)
+    async with AsyncClient(transport=transport, base_url="http://test") as c:
+        response = await c.get("/api/boom", headers={"X-Request-ID": "req-500-check"})
+    assert response.status_code == 500
+    assert response.json() == {"errors": {"server": ["internal error"]}}
+    assert "SELECT" not in response.text
+    assert response.headers["X-Request-ID"] == "req-500-check"
+    failures = [r for r in caplog.records if r.name == "service.errors"]
+    assert failures
+    assert getattr(failures[0], "request_id", None) == "req-500-check"
+    assert failures[0].exc_info is not None
+
+
+async def test_request_id_is_echoed_or_generated(client: AsyncClient) -> None:
+    given = await client.get("/user", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["X-Request-ID"] == "abc-123"
+    generated = await client.get("/user")
+    assert len(generated.headers["X-Request-ID"]) == 32
+    hostile = await client.get("/user", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert hostile.headers["X-Request-ID"] != "bad id\twith spaces"
+
+
+async def test_nosniff_on_every_response_and_no_store_with_token(client: AsyncClient) -> None:
+    anonymous = await client.get("/nope")
+    assert anonymous.headers["X-Content-Type-Options"] == "nosniff"
+    user = await register(client)
+    response = await client.get("/user", headers=auth(user["token"]))
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+async def test_access_log_line_per_request(client: AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="service.access")
+    user = await register(client)
+    caplog.clear()
+    await client.get("/user", headers={**auth(user["token"]), "X-Request-ID": "log-me"})
+    lines = [r for r in caplog.records if r.name == "service.access"]
+    assert len(lines) == 1
+    line: Any = lines[0]
+    assert (line.method, line.route, line.status, line.request_id) == ("GET", "/api/user", 200, "log-me")
+    assert line.user_id is not None
+    assert line.duration_ms >= 0
+
+
+async def test_logs_never_contain_passwords_or_tokens(
+    client: AsyncClient, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = await register(client, "secretive")
+    login = await client.post("/users/login", json={"user": {"email": user["email"], "password": PASSWORD}})
+    token = login.json()["user"]["token"]
+    await client.put("/user", headers=auth(token), json={"user": {"password": "another-secret-pw"}})
+    await client.post("/users/login", json={"user": {"email": user["email"], "password": "wrong-guess-pw"}})
+    await client.get("/user", headers=auth("forged.token.value"))
+    handler_output = capsys.readouterr().err
+    texts = [handler_output, *(r.getMessage() for r in caplog.records), *(str(vars(r)) for r in caplog.records)]
+    for secret in (PASSWORD, "another-secret-pw", "wrong-guess-pw", token, user["token"], "forged.token.value"):
+        assert all(secret not in text for text in texts), secret
+
+
+async def test_health_live(client: AsyncClient) -> None:
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        response = await root.get("/health/live")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+async def test_health_ready_checks_database(client: AsyncClient) -> None:
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        response = await root.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+
+
+async def test_health_ready_503_when_database_down(settings: Settings) -> None:
+    from service.core.db import build_sessionmaker, create_engine_for
+
+    dead = create_engine_for("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    app = create_app(settings)
+    app.dependency_overrides[get_sessionmaker] = lambda: build_sessionmaker(dead)
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as c:
+        ready = await c.get("/health/ready")
+        api = await c.post("/api/users/login", json={"user": {"email": "a@b.co", "password": "password1"}})
+    await dead.dispose()
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "unavailable", "checks": {"database": "unavailable"}}
+    assert ready.headers["Retry-After"]
+    assert api.status_code == 503
+    assert api.json() == {"errors": {"database": ["unavailable"]}}
+    assert api.headers["Retry-After"]
+
+
+async def test_docs_are_served_offline(client: AsyncClient) -> None:
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        for page in ("/docs", "/redoc"):
+            html = (await root.get(page)).text
+            assert "http://" not in html.replace("http://test", "")
+            assert "https://" not in html, page
+        swagger = await root.get("/docs-assets/swagger-ui-bundle.js")
+        redoc = await root.get("/docs-assets/redoc.standalone.js")
+    assert swagger.status_code == 200
+    assert len(swagger.content) > 100_000
+    assert redoc.status_code == 200
+
+
+async def test_openapi_documents_error_envelope_and_auth(client: AsyncClient) -> None:
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        schema = (await root.get("/openapi.json")).json()
+    assert "ErrorBody" in schema["components"]["schemas"]
+    assert schema["components"]["securitySchemes"]["TokenAuth"]["scheme"] == "bearer"
+    get_user = schema["paths"]["/api/user"]["get"]
+    assert get_user["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    register_op = schema["paths"]["/api/users"]["post"]
+    assert {"201", "409", "422"} <= set(register_op["responses"])
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                if code.startswith(("4", "5")):
+                    ref = response["content"]["application/json"]["schema"].get("$ref", "")
+                    assert ref.endswith(("/ErrorBody", "/Health")), (path, method, code)
