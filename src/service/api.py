@@ -2,7 +2,11 @@
 
 from fastapi import APIRouter
 
+from service.articles.router import router as articles_router
+from service.comments.router import router as comments_router
+from service.profiles.router import router as profiles_router
 from service.users.router import router as users_router
 
 api_router = APIRouter()
-api_router.include_router(users_router)
+for router in (users_router, profiles_router, articles_router, comments_router):
+    api_router.include_router(router)

@@ -22,8 +22,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-# BIGINT identity on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+# Ids and the foreign keys to them: BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -129,3 +129,14 @@ async def get_session(
 
 # scope="function": the commit runs before the response is sent, so a failed commit becomes an error response.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def insert_ignoring_conflicts(session: AsyncSession, table: Any) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the session's dialect: idempotent writes without a race."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()

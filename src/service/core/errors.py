@@ -81,9 +81,15 @@ _MESSAGES: dict[str, str] = {
 }
 
 
+# Our own PydanticCustomError types already carry the client-facing message.
+_VERBATIM = frozenset({"blank", "invalid", "message"})
+
+
 def message_for(error: Mapping[str, Any]) -> str:
     """Rails-style message for one Pydantic error; anything unknown (wrong type, bad format) is ``is invalid``."""
     kind = str(error.get("type", ""))
+    if kind in _VERBATIM:
+        return str(error.get("msg", INVALID))
     if kind in ("too_long", "too_short") and isinstance(error.get("input"), str):
         kind = f"string_{kind}"  # a length rule applied after a validator reports the generic type
     template = _MESSAGES.get(kind)

@@ -4,7 +4,7 @@ from enum import StrEnum
 from sqlalchemy import Enum, Identity, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.core.db import Base, BigIntPK, utcnow
+from service.core.db import Base, BigId, utcnow
 
 
 class Role(StrEnum):
@@ -25,7 +25,7 @@ def _values(enum: type[StrEnum]) -> list[str]:
 class User(Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(BigIntPK, Identity(), primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
     username: Mapped[str] = mapped_column(String(50))
     email: Mapped[str] = mapped_column(String(254))
     password_hash: Mapped[str] = mapped_column(String(255))

@@ -56,6 +56,6 @@ async def get_current(user: CurrentUser, settings: SettingsDep) -> UserEnvelope:
 async def update_current(
     body: UserUpdateEnvelope, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> UserEnvelope:
-    changes = body.user.model_dump(exclude_unset=True)
+    changes = body.user.model_dump(exclude_unset=True, by_alias=False)
     user = await users_service.update_user(session, user, changes)
     return user_envelope(user, settings)

@@ -1,0 +1,52 @@
+from datetime import datetime
+
+from sqlalchemy import Column, ForeignKey, Identity, Index, String, Table, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.core.db import Base, BigId, utcnow
+from service.users.models import User
+
+article_tags = Table(
+    "article_tags",
+    Base.metadata,
+    Column("article_id", BigId, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", BigId, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_article_tags_tag_id_article_id", "tag_id", "article_id"),  # articles by tag; tag popularity
+)
+
+
+class Favorite(Base):
+    __tablename__ = "favorites"
+    __table_args__ = (Index("ix_favorites_article_id", "article_id"),)  # favoritesCount of an article
+
+    # (user_id, article_id) also serves "articles favorited by X"
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    article_id: Mapped[int] = mapped_column(BigId, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Article(Base):
+    __tablename__ = "articles"
+    __table_args__ = (
+        Index("ix_articles_created_at_id", "created_at", "id"),  # newest first, creation-order tie-break
+        Index("ix_articles_author_id_created_at_id", "author_id", "created_at", "id"),  # by author; the feed
+    )
+
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
+    slug: Mapped[str] = mapped_column(String(300), unique=True)
+    title: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text)
+    author_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    author: Mapped[User] = relationship(lazy="raise")
+    tags: Mapped[list[Tag]] = relationship(secondary=article_tags, lazy="raise", order_by=Tag.name)

@@ -1,0 +1,131 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from service.articles import service as articles_service
+from service.articles.dependencies import ArticleDep
+from service.articles.schemas import (
+    ArticleCreateEnvelope,
+    ArticleEnvelope,
+    ArticleList,
+    ArticleListItem,
+    ArticleRead,
+    ArticleUpdateEnvelope,
+    TagsRead,
+)
+from service.articles.service import ArticleView
+from service.core.db import SessionDep
+from service.core.errors import error_responses
+from service.profiles.service import to_profile
+from service.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(prefix="/api", tags=["articles"])
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+
+
+def to_item(view: ArticleView) -> ArticleListItem:
+    a = view.article
+    return ArticleListItem(
+        slug=a.slug,
+        title=a.title,
+        description=a.description,
+        tag_list=view.tags,
+        created_at=a.created_at,
+        updated_at=a.updated_at,
+        favorited=view.favorited,
+        favorites_count=view.favorites_count,
+        author=to_profile(a.author, view.following),
+    )
+
+
+def to_read(view: ArticleView) -> ArticleEnvelope:
+    return ArticleEnvelope(article=ArticleRead(**dict(to_item(view)), body=view.article.body))
+
+
+@router.get("/articles", summary="List articles", responses=error_responses(401, 422))
+async def list_articles(
+    session: SessionDep,
+    viewer: OptionalUser,
+    tag: Annotated[str | None, Query(max_length=64, description="Only articles with this tag.")] = None,
+    author: Annotated[str | None, Query(max_length=50, description="Only articles by this username.")] = None,
+    favorited: Annotated[str | None, Query(max_length=50, description="Only articles this user favorited.")] = None,
+    limit: Limit = 20,
+    offset: Offset = 0,
+) -> ArticleList:
+    views, total = await articles_service.list_articles(
+        session,
+        viewer.id if viewer else None,
+        tag=tag,
+        author=author,
+        favorited=favorited,
+        limit=limit,
+        offset=offset,
+    )
+    return ArticleList(articles=[to_item(v) for v in views], articles_count=total)
+
+
+@router.get("/articles/feed", summary="Articles by followed authors", responses=error_responses(401, 422))
+async def feed(session: SessionDep, viewer: CurrentUser, limit: Limit = 20, offset: Offset = 0) -> ArticleList:
+    views, total = await articles_service.feed(session, viewer.id, limit=limit, offset=offset)
+    return ArticleList(articles=[to_item(v) for v in views], articles_count=total)
+
+
+@router.post(
+    "/articles",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an article",
+    responses=error_responses(401, 413, 422),
+)
+async def create_article(body: ArticleCreateEnvelope, session: SessionDep, viewer: CurrentUser) -> ArticleEnvelope:
+    data = body.article
+    view = await articles_service.create_article(
+        session, viewer, title=data.title, description=data.description, body=data.body, tags=data.tag_list
+    )
+    return to_read(view)
+
+
+@router.get("/articles/{slug}", summary="Get an article", responses=error_responses(401, 404))
+async def get_article(slug: str, session: SessionDep, viewer: OptionalUser) -> ArticleEnvelope:
+    return to_read(await articles_service.get_view(session, slug, viewer.id if viewer else None))
+
+
+@router.put(
+    "/articles/{slug}", summary="Update an article (author only)", responses=error_responses(401, 403, 404, 413, 422)
+)
+async def update_article(
+    body: ArticleUpdateEnvelope, viewer: CurrentUser, article: ArticleDep, session: SessionDep
+) -> ArticleEnvelope:
+    articles_service.ensure_author(article, viewer)
+    await articles_service.update_article(session, article, body.article.model_dump(exclude_unset=True, by_alias=False))
+    return to_read(await articles_service.get_view(session, article.slug, viewer.id))
+
+
+@router.delete(
+    "/articles/{slug}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an article (author only)",
+    responses=error_responses(401, 403, 404),
+)
+async def delete_article(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:
+    articles_service.ensure_author(article, viewer)
+    await articles_service.delete_article(session, article)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/articles/{slug}/favorite", summary="Favorite an article", responses=error_responses(401, 404))
+async def favorite(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> ArticleEnvelope:
+    await articles_service.favorite(session, viewer, article)
+    return to_read(await articles_service.get_view(session, article.slug, viewer.id))
+
+
+@router.delete("/articles/{slug}/favorite", summary="Unfavorite an article", responses=error_responses(401, 404))
+async def unfavorite(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> ArticleEnvelope:
+    await articles_service.unfavorite(session, viewer, article)
+    return to_read(await articles_service.get_view(session, article.slug, viewer.id))
+
+
+@router.get("/tags", summary="Tags in use, most used first", tags=["tags"])
+async def list_tags(session: SessionDep) -> TagsRead:
+    return TagsRead(tags=await articles_service.list_tags(session))

@@ -1,0 +1,107 @@
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from service.core.schemas import CamelModel, RequestModel, Timestamp, reject_blank
+from service.profiles.schemas import ProfileRead
+
+MAX_TAGS = 20
+TAG_MAX_LENGTH = 64
+
+
+def _clean_tags(value: Any) -> Any:
+    """Trim tags, drop empty ones, collapse duplicates; non-strings are left for the type check to reject."""
+    if not isinstance(value, list):
+        return value
+    seen: dict[str, None] = {}
+    for item in value:
+        if not isinstance(item, str):
+            return value
+        tag = item.strip()
+        if tag:
+            seen.setdefault(tag, None)
+    tags = list(seen)
+    if len(tags) > MAX_TAGS:
+        raise PydanticCustomError("message", "is too long (maximum is {max} tags)", {"max": MAX_TAGS})
+    return tags
+
+
+Title = Annotated[str, BeforeValidator(reject_blank), Field(max_length=255, examples=["How to train your dragon"])]
+Description = Annotated[str, BeforeValidator(reject_blank), Field(max_length=1000, examples=["Ever wonder how?"])]
+Body = Annotated[str, BeforeValidator(reject_blank), Field(max_length=100_000, examples=["You have to believe"])]
+TagList = Annotated[
+    list[Annotated[str, Field(max_length=TAG_MAX_LENGTH)]],
+    BeforeValidator(_clean_tags),
+    Field(max_length=MAX_TAGS, examples=[["dragons", "training"]]),
+]
+
+
+def _null_to_empty(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _reject_null(value: Any) -> Any:
+    if value is None:  # on update, null is ambiguous (clear? keep?): say so instead of guessing
+        raise PydanticCustomError("invalid", "is invalid")
+    return value
+
+
+class ArticleCreate(RequestModel):
+    title: Title
+    description: Description
+    body: Body
+    tag_list: Annotated[TagList, BeforeValidator(_null_to_empty)] = Field(default_factory=list)
+
+
+class ArticleUpdate(RequestModel):
+    """Any subset; ``tagList`` absent keeps the tags, ``[]`` clears them, ``null`` is refused."""
+
+    title: Annotated[Title | None, BeforeValidator(reject_blank)] = None
+    description: Annotated[Description | None, BeforeValidator(reject_blank)] = None
+    body: Annotated[Body | None, BeforeValidator(reject_blank)] = None
+    tag_list: Annotated[TagList | None, BeforeValidator(_reject_null)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not any(k in data for k in ("title", "description", "body", "tagList")):
+            raise PydanticCustomError("blank", "can't be blank")
+        return data
+
+
+class ArticleCreateEnvelope(RequestModel):
+    article: ArticleCreate
+
+
+class ArticleUpdateEnvelope(RequestModel):
+    article: ArticleUpdate
+
+
+class ArticleListItem(CamelModel):
+    slug: str
+    title: str
+    description: str
+    tag_list: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+    favorited: bool
+    favorites_count: int
+    author: ProfileRead
+
+
+class ArticleRead(ArticleListItem):
+    body: str
+
+
+class ArticleEnvelope(CamelModel):
+    article: ArticleRead
+
+
+class ArticleList(CamelModel):
+    articles: list[ArticleListItem]
+    articles_count: int
+
+
+class TagsRead(CamelModel):
+    tags: list[str]

@@ -1,0 +1,52 @@
+from fastapi import APIRouter, Response, status
+
+from service.articles.dependencies import ArticleDep
+from service.comments import service as comments_service
+from service.comments.models import Comment
+from service.comments.schemas import CommentCreateEnvelope, CommentEnvelope, CommentList, CommentRead
+from service.core.db import SessionDep
+from service.core.errors import error_responses
+from service.profiles.service import to_profile
+from service.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(prefix="/api/articles/{slug}/comments", tags=["comments"])
+
+
+def to_read(comment: Comment, following: bool) -> CommentRead:
+    return CommentRead(
+        id=comment.id,
+        created_at=comment.created_at,
+        updated_at=comment.updated_at,
+        body=comment.body,
+        author=to_profile(comment.author, following),
+    )
+
+
+@router.get("", summary="Comments of an article, oldest first", responses=error_responses(401, 404))
+async def list_comments(viewer: OptionalUser, article: ArticleDep, session: SessionDep) -> CommentList:
+    rows = await comments_service.list_comments(session, article, viewer.id if viewer else None)
+    return CommentList(comments=[to_read(comment, following) for comment, following in rows])
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Comment on an article",
+    responses=error_responses(401, 404, 413, 422),
+)
+async def create_comment(
+    body: CommentCreateEnvelope, viewer: CurrentUser, article: ArticleDep, session: SessionDep
+) -> CommentEnvelope:
+    comment = await comments_service.create_comment(session, article, viewer, body.comment.body)
+    return CommentEnvelope(comment=to_read(comment, following=False))
+
+
+@router.delete(
+    "/{comment_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a comment (its author)",
+    responses=error_responses(401, 403, 404),
+)
+async def delete_comment(comment_id: str, viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:
+    await comments_service.delete_comment(session, article, comment_id, viewer)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

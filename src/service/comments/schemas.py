@@ -1,0 +1,30 @@
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field
+
+from service.core.schemas import CamelModel, RequestModel, Timestamp, reject_blank
+from service.profiles.schemas import ProfileRead
+
+
+class CommentCreate(RequestModel):
+    body: Annotated[str, BeforeValidator(reject_blank), Field(max_length=10_000, examples=["Thank you so much!"])]
+
+
+class CommentCreateEnvelope(RequestModel):
+    comment: CommentCreate
+
+
+class CommentRead(CamelModel):
+    id: int
+    created_at: Timestamp
+    updated_at: Timestamp
+    body: str
+    author: ProfileRead
+
+
+class CommentEnvelope(CamelModel):
+    comment: CommentRead
+
+
+class CommentList(CamelModel):
+    comments: list[CommentRead]

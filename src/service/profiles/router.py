@@ -1,0 +1,27 @@
+from fastapi import APIRouter
+
+from service.core.db import SessionDep
+from service.core.errors import error_responses
+from service.profiles import service as profiles_service
+from service.profiles.schemas import ProfileEnvelope
+from service.users.dependencies import CurrentUser, OptionalUser
+
+router = APIRouter(prefix="/api/profiles", tags=["profiles"])
+
+
+@router.get("/{username}", summary="Get a profile", responses=error_responses(401, 404))
+async def get_profile(username: str, session: SessionDep, viewer: OptionalUser) -> ProfileEnvelope:
+    user, following = await profiles_service.get_profile(session, username, viewer.id if viewer else None)
+    return ProfileEnvelope(profile=profiles_service.to_profile(user, following))
+
+
+@router.post("/{username}/follow", summary="Follow a user", responses=error_responses(401, 404, 422))
+async def follow(username: str, session: SessionDep, viewer: CurrentUser) -> ProfileEnvelope:
+    user = await profiles_service.follow(session, viewer, username)
+    return ProfileEnvelope(profile=profiles_service.to_profile(user, True))
+
+
+@router.delete("/{username}/follow", summary="Unfollow a user", responses=error_responses(401, 404))
+async def unfollow(username: str, session: SessionDep, viewer: CurrentUser) -> ProfileEnvelope:
+    user = await profiles_service.unfollow(session, viewer, username)
+    return ProfileEnvelope(profile=profiles_service.to_profile(user, False))
