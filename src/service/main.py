@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,7 +15,13 @@ from service.core.config import Settings, get_settings
 from service.core.db import build_engine, build_sessionmaker
 from service.core.errors import register_error_handlers
 from service.core.logging import configure_logging
-from service.core.middleware import BodySizeLimitMiddleware, RequestContextMiddleware, SecurityHeadersMiddleware
+from service.core.middleware import (
+    BodySizeLimitMiddleware,
+    CORSMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
+from service.core.openapi import install_openapi
 from service.ops.router import DOCS_ASSETS, docs_router
 from service.ops.router import router as ops_router
 
@@ -72,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.dependency_overrides[get_settings] = lambda: settings
     register_error_handlers(app)
+    install_openapi(app)
     app.include_router(api_router)
     app.include_router(ops_router)
     if docs:
@@ -80,13 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = runs first: request id/logging wraps everything, then CORS (answers preflights before auth).
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["X-Request-ID"],
-        max_age=600,
-    )
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
     return app
