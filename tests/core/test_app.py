@@ -1,6 +1,9 @@
 """The real start-up path (lifespan) and the command line."""
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -97,3 +100,20 @@ def test_cli_openapi_writes_schema(cli_env: Path) -> None:
     result = CliRunner().invoke(cli, ["openapi", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["info"]["title"] == "Conduit"
+
+
+def test_service_migrate_works_from_any_directory(tmp_path: Path) -> None:
+    """The console script finds its migrations wherever it is started (as in the image: no alembic.ini in cwd)."""
+    env = {
+        **os.environ,
+        "SERVICE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/elsewhere.db",
+        "SERVICE_ENVIRONMENT": "test",
+        "SERVICE_SECRET_KEY": "m" * 48,
+    }
+    service = Path(sys.executable).parent / "service"
+    result = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
+        [str(service), "migrate"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "database at head" in result.stdout
+    assert (tmp_path / "elsewhere.db").exists()
