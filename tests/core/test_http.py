@@ -161,6 +161,7 @@ async def test_docs_are_served_offline(client: AsyncClient) -> None:
     assert swagger.status_code == 200
     assert len(swagger.content) > 100_000
     assert redoc.status_code == 200
+    assert b"cdn.redoc.ly" not in redoc.content  # its footer logo is re-pointed at our own icon
 
 
 async def test_openapi_documents_error_envelope_and_auth(client: AsyncClient) -> None:
