@@ -18,6 +18,7 @@ from service.core.logging import configure_logging
 from service.core.middleware import (
     BodySizeLimitMiddleware,
     CORSMiddleware,
+    ExceptionGuardMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -83,9 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if docs:
         app.include_router(docs_router)
         app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
-    # Added last = runs first: request id/logging wraps everything, then CORS (answers preflights before auth).
-    app.add_middleware(SecurityHeadersMiddleware)
+    # Added last = runs first. Outside in: request id and access log, CORS (preflights answered before auth),
+    # security headers, body-size limit, then the guard that turns an unhandled exception into a clean 500, so
+    # even a 413 or a 500 carries CORS, nosniff and no-store headers.
+    app.add_middleware(ExceptionGuardMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -1,8 +1,8 @@
 """Typed errors and the one handler layer that renders every failure as ``{"errors": {field: [message]}}``."""
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 BLANK = "can't be blank"
 INVALID = "is invalid"
@@ -147,6 +148,27 @@ def validation_errors(errors: Iterable[Mapping[str, Any]], envelope: str | None)
     return result
 
 
+# Dependencies that demand a token (users.dependencies registers get_current_user here).
+_TOKEN_REQUIRED: set[Callable[..., Any]] = set()
+
+
+def requires_token(func: _F) -> _F:
+    _TOKEN_REQUIRED.add(func)
+    return func
+
+
+def _route_requires_token(request: Request) -> bool:
+    stack = [getattr(request.scope.get("route"), "dependant", None)]
+    while stack:
+        dependant = stack.pop()
+        if dependant is None:
+            continue
+        if dependant.call in _TOKEN_REQUIRED:
+            return True
+        stack.extend(dependant.dependencies)
+    return False
+
+
 def register_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def handle_app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -157,7 +179,15 @@ def register_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = validation_errors(exc.errors(), envelope_key(request))
+        raw = exc.errors()
+        # FastAPI reads the JSON before it resolves dependencies: keep "authentication first" for unreadable bodies.
+        if (
+            "authorization" not in request.headers
+            and any(error.get("type") == "json_invalid" for error in raw)
+            and _route_requires_token(request)
+        ):
+            return error_response(401, "token", "is missing", {"WWW-Authenticate": 'Token realm="api"'})
+        errors = validation_errors(raw, envelope_key(request))
         return JSONResponse({"errors": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(StarletteHTTPException)

@@ -37,7 +37,7 @@ async def _send_error(send: Send, status: int, field: str, message: str, headers
 
 
 class RequestContextMiddleware:
-    """Outermost layer: binds ``X-Request-ID``, logs one access line, turns any escaped exception into a clean 500."""
+    """Outermost layer: binds ``X-Request-ID`` and logs one access line; a last resort for errors in middleware."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -103,6 +103,34 @@ def _route(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return str(path) if path else "<unmatched>"
+
+
+class ExceptionGuardMiddleware:
+    """Innermost layer: an exception no handler took becomes the clean 500 envelope here, inside the CORS and
+    header layers, so a browser can read it; the failure is logged once, with the request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            error_logger.exception("unhandled error", extra={"method": scope["method"], "path": _route(scope)})
+            if response_started:
+                raise  # nothing clean can be sent any more: let the server close the connection
+            await _send_error(send, 500, "server", "internal error", [])
 
 
 class BodySizeLimitMiddleware:
@@ -190,7 +218,7 @@ class CORSMiddleware:
     def __init__(self, app: ASGIApp, allow_origins: list[str]) -> None:
         self.app = app
         self.allow_all = "*" in allow_origins
-        self.allow_origins = frozenset(origin.rstrip("/") for origin in allow_origins)
+        self.allow_origins = frozenset(origin.strip().rstrip("/") for origin in allow_origins)
 
     def _allowed(self, origin: str) -> bool:
         return self.allow_all or origin in self.allow_origins

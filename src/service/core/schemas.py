@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -22,6 +22,22 @@ class RequestModel(CamelModel):
     """Request bodies: unknown keys are ignored, as RealWorld clients send extra fields."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _reject_nul(cls, value: Any) -> Any:
+        """U+0000 is never valid input: PostgreSQL text cannot hold it, so refuse it here (422), not at insert (500)."""
+        if _has_nul(value):
+            raise PydanticCustomError("invalid", "is invalid")
+        return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def reject_blank(value: Any) -> Any:

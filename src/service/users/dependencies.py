@@ -8,7 +8,7 @@ from fastapi.security.base import SecurityBase
 
 from service.core.config import Settings, get_settings
 from service.core.db import SessionDep
-from service.core.errors import Forbidden, Unauthorized
+from service.core.errors import Forbidden, Unauthorized, requires_token
 from service.core.logging import user_id_var
 from service.core.security import decode_access_token
 from service.users import service as users_service
@@ -58,6 +58,7 @@ async def get_optional_user(
     return user
 
 
+@requires_token
 async def get_current_user(user: Annotated[User | None, Depends(get_optional_user)]) -> User:
     if user is None:
         raise Unauthorized("token", "is missing")
