@@ -44,7 +44,7 @@ async def create_comment(
 @router.delete(
     "/{comment_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete a comment (its author)",
+    summary="Delete a comment (its author, a moderator or an admin)",
     responses=error_responses(401, 403, 404),
 )
 async def delete_comment(comment_id: str, viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:

@@ -24,6 +24,8 @@ def to_profile(user: User, following: bool) -> ProfileRead:
 
 
 async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> tuple[User, bool]:
+    if "\x00" in username:  # no username holds U+0000, and PostgreSQL refuses it even as a query parameter
+        raise NotFound("profile", "not found")
     stmt = select(User, following_expr(viewer_id, User.id)).where(func.lower(User.username) == username.lower())
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
