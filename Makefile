@@ -51,6 +51,9 @@ containers: install ## Validate Dockerfile (hadolint) and docker-compose.yml (co
 
 check: lint typecheck test ## Everything CI checks on the code
 
+seed: install ## Fill the database with demo data: make seed ARGS="--users 1000 --articles 10000"
+	$(BIN)/service migrate && $(BIN)/service seed $(ARGS)
+
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(BIN)/service openapi -o openapi.json
 

@@ -118,5 +118,63 @@ def openapi(
         typer.echo(f"wrote {output}", err=True)
 
 
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=0, help="Users to create.")] = 100,
+    articles: Annotated[int, typer.Option(min=0, help="Articles to create.")] = 1000,
+    comments_per_article: Annotated[float, typer.Option(min=0, help="Comments per article, on average.")] = 2.0,
+    favorites_per_user: Annotated[float, typer.Option(min=0, help="Favorites per user, on average.")] = 10.0,
+    follows_per_user: Annotated[float, typer.Option(min=0, help="Users each user follows, on average.")] = 5.0,
+    tags: Annotated[int, typer.Option(min=0, help="Size of the tag vocabulary.")] = 50,
+    seed_value: Annotated[
+        int, typer.Option("--seed", help="Random seed: same seed, same empty database, same data.")
+    ] = 42,
+    password: Annotated[str, typer.Option(help="The password every seeded user shares.")] = "password123",  # noqa: S107 - documented demo password
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per COPY / executemany batch.")] = 10_000,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Seed even when SERVICE_ENVIRONMENT is production.")] = False,
+) -> None:
+    """Fill the database with realistic users, articles, tags, follows, favorites and comments (run `migrate` first)."""
+    from rich.console import Console
+
+    from service import seed as seeding
+    from service.core.config import Environment
+    from service.core.db import build_engine
+
+    settings = get_settings()
+    if settings.environment is Environment.PRODUCTION and not force:
+        typer.echo("refusing to seed a production database (SERVICE_ENVIRONMENT=production); pass --force", err=True)
+        raise typer.Exit(1)
+    try:
+        options = seeding.SeedOptions(
+            users=users,
+            articles=articles,
+            comments_per_article=comments_per_article,
+            favorites_per_user=favorites_per_user,
+            follows_per_user=follows_per_user,
+            tags=tags,
+            seed=seed_value,
+            password=password,
+            batch_size=batch_size,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console = Console()
+
+    async def _seed() -> seeding.SeedReport:
+        engine = build_engine(settings)
+        try:
+            return await seeding.seed(engine, options, progress=not quiet and console.is_terminal, console=console)
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(_seed())
+    except seeding.SeedError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    seeding.print_report(report, console)
+
+
 def main() -> None:
     app()
