@@ -48,9 +48,10 @@ def to_read(view: ArticleView) -> ArticleEnvelope:
 async def list_articles(
     session: SessionDep,
     viewer: OptionalUser,
-    tag: Annotated[str | None, Query(max_length=64, description="Only articles with this tag.")] = None,
-    author: Annotated[str | None, Query(max_length=50, description="Only articles by this username.")] = None,
-    favorited: Annotated[str | None, Query(max_length=50, description="Only articles this user favorited.")] = None,
+    # No length limits on filters: a value no tag or user could have is unknown, and unknown means 200 and [] (A7).
+    tag: Annotated[str | None, Query(description="Only articles with this tag.")] = None,
+    author: Annotated[str | None, Query(description="Only articles by this username.")] = None,
+    favorited: Annotated[str | None, Query(description="Only articles this user favorited.")] = None,
     limit: Limit = 20,
     offset: Offset = 0,
 ) -> ArticleList:

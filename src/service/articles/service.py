@@ -3,14 +3,14 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, false, func, insert, select
+from sqlalchemy import ColumnElement, Select, delete, exists, false, func, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import contains_eager, defer, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from service.articles.models import Article, Favorite, Tag, article_tags
-from service.articles.slugs import slugify, with_suffix
+from service.articles.slugs import RESERVED, slugify, with_suffix
 from service.core.db import insert_ignoring_conflicts, later_than
 from service.core.errors import Forbidden, NotFound
 from service.profiles.models import Follow
@@ -59,8 +59,10 @@ def _views_query(viewer_id: int | None, *, with_body: bool) -> Select[Any]:
 
 
 def _to_views(rows: Any) -> list[ArticleView]:
+    # Sorted here, not by the database: its collation (e.g. ICU "en") may order "a", "A", "_x" differently from
+    # the code-point order ``create_article`` returns, and every response must list the tags identically.
     return [
-        ArticleView(article, [tag.name for tag in article.tags], int(count), bool(fav), bool(fol))
+        ArticleView(article, sorted(tag.name for tag in article.tags), int(count), bool(fav), bool(fol))
         for article, count, fav, fol in rows
     ]
 
@@ -159,8 +161,9 @@ async def _save_with_unique_slug(session: AsyncSession, article: Article, base: 
     """Insert or update under a slug nobody holds; a concurrent taker of the same slug makes us retry."""
     candidate = base
     for _ in range(SLUG_ATTEMPTS):
-        taken = await session.scalar(select(Article.id).where(Article.slug == candidate, Article.id != article.id))
-        if taken is None:
+        holder = select(Article.id).where(Article.slug == candidate, Article.id != article.id)
+        taken = candidate in RESERVED or (await session.scalar(holder)) is not None
+        if not taken:
             try:
                 async with session.begin_nested():
                     article.slug = candidate
@@ -168,7 +171,10 @@ async def _save_with_unique_slug(session: AsyncSession, article: Article, base: 
                     await session.flush()
                 return
             except IntegrityError:
-                pass  # lost a race for this slug: try another
+                # Lost a race for this slug. The savepoint's rollback expired a persistent article (a new one is
+                # transient again): reload it here, as a lazy load on the next attribute read fails under asyncio.
+                if inspect(article).persistent:
+                    await session.refresh(article)
         candidate = with_suffix(base)
     raise RuntimeError(f"no free slug for {base!r} after {SLUG_ATTEMPTS} attempts")
 
@@ -206,10 +212,9 @@ async def update_article(session: AsyncSession, article: Article, changes: dict[
         if field in changes:
             setattr(article, field, changes[field])
     article.updated_at = later_than(article.updated_at)
+    await session.flush()  # outside the slug's savepoint, so losing a slug race cannot undo these changes
     if retitled and new_base is not None:
         await _save_with_unique_slug(session, article, new_base)
-    else:
-        await session.flush()
     if "tag_list" in changes:
         await _set_tags(session, article.id, changes["tag_list"], replace=True)
 

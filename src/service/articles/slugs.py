@@ -6,6 +6,8 @@ import secrets
 from anyascii import anyascii
 
 MAX_BASE_LENGTH = 200
+# Paths under /articles/ that are routes of their own: an article may never answer at one of them.
+RESERVED = frozenset({"feed"})
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
