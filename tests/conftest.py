@@ -30,6 +30,21 @@ BACKENDS = [b.strip() for b in os.environ.get("SERVICE_TEST_DATABASES", "sqlite,
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Real Argon2, with the smallest parameters: the suite registers thousands of users, and the production cost
+    (tens of milliseconds each, by design) would dominate its run time. What is tested is the use of the hasher."""
+    from pwdlib import PasswordHash
+    from pwdlib.hashers.argon2 import Argon2Hasher
+
+    from service.core import security
+
+    production = security._hasher
+    security._hasher = PasswordHash((Argon2Hasher(time_cost=1, memory_cost=1024, parallelism=1),))
+    yield
+    security._hasher = production
+
+
 async def _postgres_admin(sql: str) -> None:
     engine = create_engine_for(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     try:

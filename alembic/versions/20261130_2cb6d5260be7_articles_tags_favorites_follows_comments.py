@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tags")),
         sa.UniqueConstraint("name", name=op.f("uq_tags_name")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "articles",
@@ -45,6 +46,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_articles")),
         sa.UniqueConstraint("slug", name=op.f("uq_articles_slug")),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_articles_author_id_created_at_id", "articles", ["author_id", "created_at", "id"], unique=False)
     op.create_index("ix_articles_created_at_id", "articles", ["created_at", "id"], unique=False)
@@ -91,6 +93,7 @@ def upgrade() -> None:
             ["author_id"], ["users.id"], name=op.f("fk_comments_author_id_users"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_comments")),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_comments_article_id_created_at_id", "comments", ["article_id", "created_at", "id"], unique=False

@@ -421,3 +421,15 @@ async def test_tags_follow_updates_and_deletes(client: AsyncClient) -> None:
     assert (await client.get("/tags")).json() == {"tags": ["shared"]}
     await client.delete(f"/articles/{second['slug']}", headers=auth(alice["token"]))
     assert (await client.get("/tags")).json() == {"tags": []}
+
+
+async def test_nul_in_filters_or_slug_matches_nothing(client: AsyncClient) -> None:
+    for query in ("tag=a%00b", "author=a%00b", "favorited=a%00b"):
+        response = await client.get(f"/articles?{query}")
+        assert response.status_code == 200, query
+        assert response.json() == {"articles": [], "articlesCount": 0}
+    response = await client.get("/articles/a%00b")
+    assert response.status_code == 404
+    assert response.json() == {"errors": {"article": ["not found"]}}
+    response = await client.get("/articles/a%00b/comments")
+    assert response.status_code == 404

@@ -6,7 +6,10 @@ from typing import Any
 
 import pytest
 from httpx import AsyncClient
+from sqlalchemy import update as sql_update
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.users.models import Role, User
 from tests.articles import article_payload, create_article, favorite, follow
 from tests.helpers import auth, register
 
@@ -687,3 +690,26 @@ async def test_concurrent_favorites_by_one_user_count_once(committing_client: As
     assert all(r.json()["article"]["favoritesCount"] == 1 for r in responses)
     article = (await client.get(f"/articles/{slug}", headers=auth(bob["token"]))).json()["article"]
     assert (article["favorited"], article["favoritesCount"]) == (True, 1)
+
+
+@pytest.mark.parametrize("role", [Role.MODERATOR, Role.ADMIN])
+async def test_staff_may_delete_but_not_edit_anothers_article(
+    client: AsyncClient, session: AsyncSession, role: Role
+) -> None:
+    alice = await register(client, "alice")
+    staff = await register(client, "staff")
+    await session.execute(sql_update(User).where(User.username == "staff").values(role=role))
+    await session.commit()
+    slug = (await create_article(client, alice["token"]))["slug"]
+    edit = await client.put(f"/articles/{slug}", headers=auth(staff["token"]), json={"article": {"body": "mine"}})
+    assert edit.status_code == 403
+    assert edit.json() == {"errors": {"article": ["forbidden"]}}
+    response = await client.delete(f"/articles/{slug}", headers=auth(staff["token"]))
+    assert response.status_code == 204
+    assert (await client.get(f"/articles/{slug}")).status_code == 404
+
+
+async def test_new_article_has_equal_created_and_updated_at(client: AsyncClient) -> None:
+    alice = await register(client)
+    article = await create_article(client, alice["token"])
+    assert article["createdAt"] == article["updatedAt"]

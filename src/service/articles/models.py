@@ -3,7 +3,7 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Identity, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.core.db import Base, BigId, utcnow
+from service.core.db import Base, BigId, same_as_created, utcnow
 from service.users.models import User
 
 article_tags = Table(
@@ -27,6 +27,7 @@ class Favorite(Base):
 
 class Tag(Base):
     __tablename__ = "tags"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - ids never reused after a delete
 
     id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -37,6 +38,7 @@ class Article(Base):
     __table_args__ = (
         Index("ix_articles_created_at_id", "created_at", "id"),  # newest first, creation-order tie-break
         Index("ix_articles_author_id_created_at_id", "author_id", "created_at", "id"),  # by author; the feed
+        {"sqlite_autoincrement": True},  # ids never reused after a delete: they order articles by creation
     )
 
     id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
@@ -46,7 +48,7 @@ class Article(Base):
     body: Mapped[str] = mapped_column(Text)
     author_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=same_as_created)
 
     author: Mapped[User] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(secondary=article_tags, lazy="raise", order_by=Tag.name)

@@ -106,11 +106,11 @@ async def update_article(
 @router.delete(
     "/articles/{slug}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete an article (author only)",
+    summary="Delete an article (its author, a moderator or an admin)",
     responses=error_responses(401, 403, 404),
 )
 async def delete_article(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:
-    articles_service.ensure_author(article, viewer)
+    articles_service.ensure_can_delete(article, viewer)
     await articles_service.delete_article(session, article)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -15,7 +15,7 @@ from service.core.db import insert_ignoring_conflicts, later_than
 from service.core.errors import Forbidden, NotFound
 from service.profiles.models import Follow
 from service.profiles.service import following_expr
-from service.users.models import User
+from service.users.models import STAFF_ROLES, User
 
 SLUG_ATTEMPTS = 8
 
@@ -71,11 +71,20 @@ def _to_views(rows: Any) -> list[ArticleView]:
 # Reads
 
 
+def _unstorable(*values: str | None) -> bool:
+    """No stored value holds U+0000, and PostgreSQL refuses it even as a query parameter: such input matches nothing."""
+    return any(value is not None and "\x00" in value for value in values)
+
+
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
+    if _unstorable(slug):
+        return None
     return (await session.scalars(select(Article).where(Article.slug == slug))).one_or_none()
 
 
 async def get_view(session: AsyncSession, slug: str, viewer_id: int | None) -> ArticleView:
+    if _unstorable(slug):
+        raise NotFound("article", "not found")
     rows = (await session.execute(_views_query(viewer_id, with_body=True).where(Article.slug == slug))).all()
     if not rows:
         raise NotFound("article", "not found")
@@ -83,6 +92,8 @@ async def get_view(session: AsyncSession, slug: str, viewer_id: int | None) -> A
 
 
 def _list_filters(*, tag: str | None, author: str | None, favorited: str | None) -> list[ColumnElement[bool]]:
+    if _unstorable(tag, author, favorited):
+        return [false()]
     filters: list[ColumnElement[bool]] = []
     if tag is not None:
         tagged = select(article_tags.c.article_id).join(Tag, Tag.id == article_tags.c.tag_id).where(Tag.name == tag)
@@ -200,7 +211,14 @@ async def create_article(
 
 
 def ensure_author(article: Article, user: User) -> None:
+    """Only the author edits an article."""
     if article.author_id != user.id:
+        raise Forbidden("article", "forbidden")
+
+
+def ensure_can_delete(article: Article, user: User) -> None:
+    """The author deletes an article, and so may moderators and admins (contract B4)."""
+    if article.author_id != user.id and user.role not in STAFF_ROLES:
         raise Forbidden("article", "forbidden")
 
 

@@ -7,13 +7,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from service.articles.models import Article
 from service.comments.models import Comment
-from service.core.db import utcnow
 from service.core.errors import Forbidden, NotFound
 from service.profiles.service import following_expr
-from service.users.models import Role, User
-
-# Besides its author, who may delete any comment (moderation, contract B4).
-MODERATORS = frozenset({Role.MODERATOR, Role.ADMIN})
+from service.users.models import STAFF_ROLES, User
 
 
 async def list_comments(session: AsyncSession, article: Article, viewer_id: int | None) -> list[tuple[Comment, bool]]:
@@ -29,8 +25,7 @@ async def list_comments(session: AsyncSession, article: Article, viewer_id: int 
 
 
 async def create_comment(session: AsyncSession, article: Article, author: User, body: str) -> Comment:
-    now = utcnow()  # one instant for both: a comment never edited has updatedAt == createdAt
-    comment = Comment(body=body, article_id=article.id, author_id=author.id, created_at=now, updated_at=now)
+    comment = Comment(body=body, article_id=article.id, author_id=author.id)
     session.add(comment)
     await session.flush()
     set_committed_value(comment, "author", author)
@@ -51,6 +46,6 @@ async def delete_comment(session: AsyncSession, article: Article, raw_id: str, u
     )
     if author_id is None:  # unknown, or a comment of another article
         raise NotFound("comment", "not found")
-    if author_id != user.id and user.role not in MODERATORS:
+    if author_id != user.id and user.role not in STAFF_ROLES:
         raise Forbidden("comment", "forbidden")
     await session.execute(delete(Comment).where(Comment.id == comment_id))

@@ -30,6 +30,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def same_as_created(context: Any) -> datetime:
+    """Default for ``updated_at``: the very instant chosen for ``created_at`` of the same row."""
+    created: datetime = context.get_current_parameters()["created_at"]
+    return created
+
+
 def later_than(previous: datetime) -> datetime:
     """Now, but strictly after ``previous``: an update always moves ``updated_at`` forward."""
     now = utcnow()

@@ -4,13 +4,17 @@ from enum import StrEnum
 from sqlalchemy import Enum, Identity, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.core.db import Base, BigId, utcnow
+from service.core.db import Base, BigId, same_as_created, utcnow
 
 
 class Role(StrEnum):
     USER = "user"
     MODERATOR = "moderator"
     ADMIN = "admin"
+
+
+# Moderation (contract B4): besides its author, who may delete any article or comment.
+STAFF_ROLES = frozenset({Role.MODERATOR, Role.ADMIN})
 
 
 class UserStatus(StrEnum):
@@ -24,6 +28,7 @@ def _values(enum: type[StrEnum]) -> list[str]:
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - ids never reused after a delete, as on PostgreSQL
 
     id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
     username: Mapped[str] = mapped_column(String(50))
@@ -39,7 +44,7 @@ class User(Base):
         default=UserStatus.ACTIVE,
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=same_as_created)
 
 
 # Unique case-insensitively: "Jake" and "jake" are one account name, as are e-mails differing only in case.
