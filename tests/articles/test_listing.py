@@ -5,8 +5,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.articles import create_article, favorite, follow
-from tests.helpers import auth, register
+from tests.helpers import auth, create_article, favorite, follow, register
 
 EMPTY = {"articles": [], "articlesCount": 0}
 LIST_ITEM_KEYS = {

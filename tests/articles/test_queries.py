@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.articles import create_article, favorite, follow
-from tests.helpers import auth, register
+from tests.helpers import auth, create_article, favorite, follow, register
 
 AUTH_SELECTS = 1  # the token's user (and its session), loaded in one statement
 LIST_SELECTS = 3  # the total, the page (articles, authors, counts and flags) and the page's tags

@@ -1,7 +1,6 @@
 """Contract A1-A4, A7, B1, B2 (single articles: create, get, update, delete, favorites) over HTTP."""
 
 import asyncio
-import re
 from typing import Any
 
 import pytest
@@ -10,10 +9,8 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.users.models import Role, User
-from tests.articles import article_payload, create_article, favorite, follow
-from tests.helpers import auth, register
+from tests.helpers import ISO_TIMESTAMP, article_payload, auth, create_article, favorite, follow, register
 
-ISO_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d+Z$")
 SINGLE_ARTICLE_KEYS = {
     "slug",
     "title",

@@ -8,8 +8,7 @@ from httpx import AsyncClient
 
 from service.articles import service as articles_service
 from service.articles.slugs import MAX_BASE_LENGTH, slugify, with_suffix
-from tests.articles import article_payload, create_article
-from tests.helpers import auth, register
+from tests.helpers import article_payload, auth, create_article, register
 
 SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 

@@ -1,6 +1,5 @@
 """Contract A2, A4, A8 (comments) and B4 (moderators delete comments) over HTTP."""
 
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,22 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.articles.models import Article
 from service.comments.models import Comment
 from service.users.models import Role, User
-from tests.helpers import auth, register
+from tests.helpers import ISO_TIMESTAMP, auth, create_article, register
 
 ARTICLE_NOT_FOUND = {"errors": {"article": ["not found"]}}
 COMMENT_NOT_FOUND = {"errors": {"comment": ["not found"]}}
 COMMENT_FORBIDDEN = {"errors": {"comment": ["forbidden"]}}
 TOKEN_MISSING = {"errors": {"token": ["is missing"]}}
 BLANK_BODY = {"errors": {"body": ["can't be blank"]}}
-TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z$")
-
-
-async def create_article(client: AsyncClient, token: str, title: str = "How to train your dragon") -> str:
-    article = {"title": title, "description": "Ever wonder how?", "body": "You have to believe"}
-    response = await client.post("/articles", json={"article": article}, headers=auth(token))
-    assert response.status_code == 201, response.text
-    slug: str = response.json()["article"]["slug"]
-    return slug
 
 
 async def comment_on(client: AsyncClient, slug: str, token: str, body: str = "Thank you so much!") -> dict[str, Any]:
@@ -50,7 +40,7 @@ async def listed(client: AsyncClient, slug: str, headers: dict[str, str] | None 
 
 async def test_create_comment_is_201_with_the_comment(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.post(
         f"/articles/{slug}/comments", json={"comment": {"body": "Thank you so much!"}}, headers=auth(alice["token"])
     )
@@ -61,14 +51,14 @@ async def test_create_comment_is_201_with_the_comment(client: AsyncClient) -> No
     assert type(comment["id"]) is int
     assert comment["body"] == "Thank you so much!"
     assert comment["author"] == {"username": "alice", "bio": None, "image": None, "following": False}
-    assert TIMESTAMP.match(comment["createdAt"]), comment["createdAt"]
-    assert TIMESTAMP.match(comment["updatedAt"]), comment["updatedAt"]
+    assert ISO_TIMESTAMP.match(comment["createdAt"]), comment["createdAt"]
+    assert ISO_TIMESTAMP.match(comment["updatedAt"]), comment["updatedAt"]
     assert comment["createdAt"] == comment["updatedAt"]  # never updated
 
 
 async def test_created_comment_is_listed_identically(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     created = await comment_on(client, slug, alice["token"], "Ünïcødé ✓\nsecond line")
     assert created["body"] == "Ünïcødé ✓\nsecond line"
     assert await listed(client, slug, auth(alice["token"])) == [created]  # timestamps serialised identically
@@ -77,7 +67,7 @@ async def test_created_comment_is_listed_identically(client: AsyncClient) -> Non
 async def test_anyone_may_comment_on_someone_elses_article(client: AsyncClient) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     comment = await comment_on(client, slug, bob["token"])
     assert comment["author"]["username"] == "bob"
 
@@ -85,7 +75,7 @@ async def test_anyone_may_comment_on_someone_elses_article(client: AsyncClient) 
 @pytest.mark.parametrize("body", ["missing", None, "", "  ", "\n\t"])
 async def test_create_comment_blank_body_is_422(client: AsyncClient, body: Any) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     payload: dict[str, Any] = {} if body == "missing" else {"body": body}
     response = await client.post(f"/articles/{slug}/comments", json={"comment": payload}, headers=auth(alice["token"]))
     assert response.status_code == 422
@@ -95,7 +85,7 @@ async def test_create_comment_blank_body_is_422(client: AsyncClient, body: Any) 
 
 async def test_create_comment_body_length_limit(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     too_long = await client.post(
         f"/articles/{slug}/comments", json={"comment": {"body": "x" * 10_001}}, headers=auth(alice["token"])
     )
@@ -108,7 +98,7 @@ async def test_create_comment_body_length_limit(client: AsyncClient) -> None:
 @pytest.mark.parametrize("body", [123, True, ["hi"], {"text": "hi"}])
 async def test_create_comment_body_of_wrong_type_is_invalid(client: AsyncClient, body: Any) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.post(
         f"/articles/{slug}/comments", json={"comment": {"body": body}}, headers=auth(alice["token"])
     )
@@ -119,7 +109,7 @@ async def test_create_comment_body_of_wrong_type_is_invalid(client: AsyncClient,
 @pytest.mark.parametrize("body", ["a\u0000b", "\u0000"])
 async def test_create_comment_body_with_nul_is_invalid_not_a_server_error(client: AsyncClient, body: str) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.post(
         f"/articles/{slug}/comments", json={"comment": {"body": body}}, headers=auth(alice["token"])
     )
@@ -131,7 +121,7 @@ async def test_create_comment_body_with_nul_is_invalid_not_a_server_error(client
 @pytest.mark.parametrize("content", [b"{}", b'{"body": "hi"}', b"", b"{not json"])
 async def test_create_comment_missing_envelope_is_422(client: AsyncClient, content: bytes) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     headers = {**auth(alice["token"]), "Content-Type": "application/json"}
     response = await client.post(f"/articles/{slug}/comments", content=content, headers=headers)
     assert response.status_code == 422
@@ -141,7 +131,7 @@ async def test_create_comment_missing_envelope_is_422(client: AsyncClient, conte
 @pytest.mark.parametrize("content", [b'{"comment": "hi"}', b'{"comment": null}', b"[]", b'"hi"'])
 async def test_create_comment_envelope_not_an_object_names_the_key(client: AsyncClient, content: bytes) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     headers = {**auth(alice["token"]), "Content-Type": "application/json"}
     response = await client.post(f"/articles/{slug}/comments", content=content, headers=headers)
     assert response.status_code == 422
@@ -153,7 +143,7 @@ async def test_create_comment_envelope_not_an_object_names_the_key(client: Async
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/vnd.api+json"])
 async def test_create_comment_accepts_json_content_type_variants(client: AsyncClient, content_type: str) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     headers = {**auth(alice["token"]), "Content-Type": content_type}
     response = await client.post(f"/articles/{slug}/comments", content=b'{"comment": {"body": "hi"}}', headers=headers)
     assert response.status_code == 201
@@ -162,7 +152,7 @@ async def test_create_comment_accepts_json_content_type_variants(client: AsyncCl
 
 async def test_create_comment_ignores_unknown_fields(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     payload = {"comment": {"body": "hi", "id": 999_999, "author": "mallory", "createdAt": "2000-01-01T00:00:00Z"}}
     response = await client.post(f"/articles/{slug}/comments", json=payload, headers=auth(alice["token"]))
     assert response.status_code == 201
@@ -183,7 +173,7 @@ async def test_create_comment_on_unknown_article_is_404(client: AsyncClient) -> 
 
 async def test_create_comment_without_token_is_401(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.post(f"/articles/{slug}/comments", json={"comment": {"body": "hi"}})
     assert response.status_code == 401
     assert response.json() == TOKEN_MISSING
@@ -197,7 +187,7 @@ async def test_create_comment_without_token_is_401(client: AsyncClient) -> None:
 
 async def test_list_comments_empty_is_empty_array(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.get(f"/articles/{slug}/comments")
     assert response.status_code == 200
     assert response.json() == {"comments": []}
@@ -206,7 +196,7 @@ async def test_list_comments_empty_is_empty_array(client: AsyncClient) -> None:
 async def test_list_comments_oldest_first(client: AsyncClient) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     first = await comment_on(client, slug, bob["token"], "first")
     second = await comment_on(client, slug, alice["token"], "second")
     third = await comment_on(client, slug, bob["token"], "third")
@@ -219,8 +209,8 @@ async def test_list_comments_oldest_first(client: AsyncClient) -> None:
 
 async def test_list_comments_only_this_articles(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    one = await create_article(client, alice["token"], "One")
-    two = await create_article(client, alice["token"], "Two")
+    one = (await create_article(client, alice["token"], title="One"))["slug"]
+    two = (await create_article(client, alice["token"], title="Two"))["slug"]
     await comment_on(client, one, alice["token"], "on one")
     await comment_on(client, two, alice["token"], "on two")
     assert [c["body"] for c in await listed(client, one)] == ["on one"]
@@ -237,7 +227,7 @@ async def test_list_comments_unknown_article_is_404(client: AsyncClient, token: 
 
 async def test_list_comments_with_invalid_token_is_401(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.get(f"/articles/{slug}/comments", headers=auth("garbage"))
     assert response.status_code == 401
     assert response.json() == {"errors": {"token": ["is invalid"]}}
@@ -247,7 +237,7 @@ async def test_list_comments_following_per_viewer(client: AsyncClient) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     carol = await register(client, "carol")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     await comment_on(client, slug, alice["token"], "by alice")
     await comment_on(client, slug, bob["token"], "by bob")
     await client.post("/profiles/bob/follow", headers=auth(carol["token"]))
@@ -282,7 +272,7 @@ async def _seed_comments(session: AsyncSession, slug: str, authors: int) -> list
 
 async def test_list_comments_order_by_time_then_id(client: AsyncClient, session: AsyncSession) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     article_id = (await session.scalars(select(Article.id).where(Article.slug == slug))).one()
     author_id = (await session.scalars(select(User.id).where(User.username == "alice"))).one()
     now = datetime.now(UTC)
@@ -304,7 +294,7 @@ async def test_list_comments_statement_budget(
     client: AsyncClient, session: AsyncSession, count_statements: Any, authors: int
 ) -> None:
     viewer = await register(client, "viewer")
-    slug = await create_article(client, viewer["token"])
+    slug = (await create_article(client, viewer["token"]))["slug"]
     names = await _seed_comments(session, slug, authors)
     followed = names[::3]
     for name in followed:
@@ -330,7 +320,7 @@ async def test_list_comments_statement_budget(
 async def test_delete_comment_is_204_and_gone(client: AsyncClient) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     keep = await comment_on(client, slug, alice["token"], "keep")
     gone = await comment_on(client, slug, bob["token"], "gone")
     response = await client.delete(f"/articles/{slug}/comments/{gone['id']}", headers=auth(bob["token"]))
@@ -347,7 +337,7 @@ async def test_delete_someone_elses_comment_is_403(client: AsyncClient, who: str
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     carol = await register(client, "carol")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     comment = await comment_on(client, slug, bob["token"])
     caller = carol if who == "stranger" else alice
     response = await client.delete(f"/articles/{slug}/comments/{comment['id']}", headers=auth(caller["token"]))
@@ -362,7 +352,7 @@ async def test_staff_may_delete_any_comment(client: AsyncClient, session: AsyncS
     staff = await register(client, "staff")
     await session.execute(update(User).where(User.username == "staff").values(role=role))
     await session.commit()
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     comment = await comment_on(client, slug, alice["token"])
     response = await client.delete(f"/articles/{slug}/comments/{comment['id']}", headers=auth(staff["token"]))
     assert response.status_code == 204
@@ -372,7 +362,7 @@ async def test_staff_may_delete_any_comment(client: AsyncClient, session: AsyncS
 
 async def test_delete_unknown_comment_id_is_404_comment(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     response = await client.delete(f"/articles/{slug}/comments/999999", headers=auth(alice["token"]))
     assert response.status_code == 404
     assert response.json() == COMMENT_NOT_FOUND
@@ -380,8 +370,8 @@ async def test_delete_unknown_comment_id_is_404_comment(client: AsyncClient) -> 
 
 async def test_delete_comment_of_another_article_is_404_comment(client: AsyncClient) -> None:
     alice = await register(client, "alice")
-    one = await create_article(client, alice["token"], "One")
-    two = await create_article(client, alice["token"], "Two")
+    one = (await create_article(client, alice["token"], title="One"))["slug"]
+    two = (await create_article(client, alice["token"], title="Two"))["slug"]
     other = await comment_on(client, two, alice["token"])
     response = await client.delete(f"/articles/{one}/comments/{other['id']}", headers=auth(alice["token"]))
     assert response.status_code == 404
@@ -392,7 +382,7 @@ async def test_delete_comment_of_another_article_is_404_comment(client: AsyncCli
 @pytest.mark.parametrize("raw_id", ["abc", "1.5", "-1", "0", "1e3", "%201", "9" * 30, "%EF%BC%91"])
 async def test_delete_comment_with_non_integer_id_is_404_comment(client: AsyncClient, raw_id: str) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     await comment_on(client, slug, alice["token"])
     response = await client.delete(f"/articles/{slug}/comments/{raw_id}", headers=auth(alice["token"]))
     assert response.status_code == 404
@@ -403,7 +393,7 @@ async def test_delete_comment_with_non_integer_id_is_404_comment(client: AsyncCl
 @pytest.mark.parametrize("comment_id", ["999999", "abc", "existing"])
 async def test_delete_comment_on_unknown_article_is_404_article(client: AsyncClient, comment_id: str) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     existing = await comment_on(client, slug, alice["token"])
     raw = str(existing["id"]) if comment_id == "existing" else comment_id
     response = await client.delete(f"/articles/no-such-article/comments/{raw}", headers=auth(alice["token"]))
@@ -414,7 +404,7 @@ async def test_delete_comment_on_unknown_article_is_404_article(client: AsyncCli
 @pytest.mark.parametrize(("article", "comment_id"), [("known", "known"), ("known", "999999"), ("unknown", "abc")])
 async def test_delete_comment_without_token_is_401_first(client: AsyncClient, article: str, comment_id: str) -> None:
     alice = await register(client, "alice")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     comment = await comment_on(client, slug, alice["token"])
     path_slug = slug if article == "known" else "no-such-article"
     path_id = str(comment["id"]) if comment_id == "known" else comment_id

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
-from tests.helpers import auth, register
+from tests.helpers import auth, create_article, register
 
 PROFILE_NOT_FOUND = {"errors": {"profile": ["not found"]}}
 TOKEN_MISSING = {"errors": {"token": ["is missing"]}}
@@ -15,14 +15,6 @@ TOKEN_INVALID = {"errors": {"token": ["is invalid"]}}
 
 def profile(username: str, *, following: bool, bio: str | None = None, image: str | None = None) -> dict[str, Any]:
     return {"profile": {"username": username, "bio": bio, "image": image, "following": following}}
-
-
-async def create_article(client: AsyncClient, token: str, title: str = "How to train your dragon") -> str:
-    article = {"title": title, "description": "Ever wonder how?", "body": "You have to believe"}
-    response = await client.post("/articles", json={"article": article}, headers=auth(token))
-    assert response.status_code == 201, response.text
-    slug: str = response.json()["article"]["slug"]
-    return slug
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,7 +126,7 @@ async def test_following_reflects_the_viewer(client: AsyncClient) -> None:
 async def test_follow_twice_is_idempotent_and_stores_one_row(client: AsyncClient) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     for _ in range(2):
         response = await client.post("/profiles/alice/follow", headers=auth(bob["token"]))
         assert response.status_code == 200
@@ -254,7 +246,7 @@ async def test_article_author_following_reflects_the_viewer(client: AsyncClient)
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     carol = await register(client, "carol")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     await client.post("/profiles/alice/follow", headers=auth(bob["token"]))
 
     async def author_following(headers: dict[str, str]) -> Any:
@@ -280,7 +272,7 @@ async def test_comment_author_following_reflects_the_viewer(client: AsyncClient)
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     carol = await register(client, "carol")
-    slug = await create_article(client, alice["token"])
+    slug = (await create_article(client, alice["token"]))["slug"]
     for user in (alice, carol):
         created = await client.post(
             f"/articles/{slug}/comments", json={"comment": {"body": "hi"}}, headers=auth(user["token"])
