@@ -1,9 +1,9 @@
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
-from service.core.schemas import CamelModel, RequestModel, Timestamp, reject_blank
+from service.core.schemas import CamelModel, PartialUpdate, RequestModel, Timestamp, reject_blank
 from service.profiles.schemas import ProfileRead
 
 MAX_TAGS = 20
@@ -54,20 +54,13 @@ class ArticleCreate(RequestModel):
     tag_list: Annotated[TagList, BeforeValidator(_null_to_empty)] = Field(default_factory=list)
 
 
-class ArticleUpdate(RequestModel):
+class ArticleUpdate(PartialUpdate):
     """Any subset; ``tagList`` absent keeps the tags, ``[]`` clears them, ``null`` is refused."""
 
     title: Annotated[Title | None, BeforeValidator(reject_blank)] = None
     description: Annotated[Description | None, BeforeValidator(reject_blank)] = None
     body: Annotated[Body | None, BeforeValidator(reject_blank)] = None
     tag_list: Annotated[TagList | None, BeforeValidator(_reject_null)] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _not_empty(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not any(k in data for k in ("title", "description", "body", "tagList")):
-            raise PydanticCustomError("blank", "can't be blank")
-        return data
 
 
 class ArticleCreateEnvelope(RequestModel):

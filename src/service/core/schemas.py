@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -30,6 +30,18 @@ class RequestModel(CamelModel):
         if _has_nul(value):
             raise PydanticCustomError("invalid", "is invalid")
         return value
+
+
+class PartialUpdate(RequestModel):
+    """An update: any subset of the fields, but at least one (``{}`` is ``can't be blank`` on the envelope key)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_least_one_field(cls, data: Any) -> Any:
+        known = {info.alias or name for name, info in cls.model_fields.items()} | set(cls.model_fields)
+        if isinstance(data, dict) and not known.intersection(data):
+            raise PydanticCustomError("blank", "can't be blank")
+        return data
 
 
 def _has_nul(value: Any) -> bool:

@@ -1,9 +1,9 @@
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, EmailStr, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
 from pydantic_core import PydanticCustomError
 
-from service.core.schemas import CamelModel, RequestModel, empty_to_none, reject_blank
+from service.core.schemas import CamelModel, PartialUpdate, RequestModel, empty_to_none, reject_blank
 from service.users.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -42,7 +42,7 @@ class UserLogin(RequestModel):
     password: Annotated[str, BeforeValidator(reject_blank), Field(max_length=256, examples=["jakejakejake"])]
 
 
-class UserUpdate(RequestModel):
+class UserUpdate(PartialUpdate):
     """Any subset of the fields; ``null`` or ``""`` for e-mail, username or password is ``can't be blank``."""
 
     email: Annotated[Email | None, BeforeValidator(reject_blank)] = None
@@ -50,13 +50,6 @@ class UserUpdate(RequestModel):
     password: Annotated[Password | None, BeforeValidator(reject_blank)] = None
     bio: Bio = None
     image: ImageUrl = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _not_empty(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not any(key in data for key in ("email", "username", "password", "bio", "image")):
-            raise PydanticCustomError("blank", "can't be blank")
-        return data
 
 
 class UserCreateEnvelope(RequestModel):
