@@ -225,13 +225,14 @@ def ensure_can_delete(article: Article, user: User) -> None:
 async def update_article(session: AsyncSession, article: Article, changes: dict[str, Any]) -> None:
     """Apply a partial update. A new title regenerates the slug; body or tags never do."""
     new_base = slugify(changes["title"]) if "title" in changes else None
-    retitled = new_base is not None and new_base != slugify(article.title)
+    if new_base == slugify(article.title):
+        new_base = None  # same words, same slug: a bookmarked URL keeps working
     for field in ("title", "description", "body"):
         if field in changes:
             setattr(article, field, changes[field])
     article.updated_at = later_than(article.updated_at)
     await session.flush()  # outside the slug's savepoint, so losing a slug race cannot undo these changes
-    if retitled and new_base is not None:
+    if new_base is not None:
         await _save_with_unique_slug(session, article, new_base)
     if "tag_list" in changes:
         await _set_tags(session, article.id, changes["tag_list"], replace=True)
