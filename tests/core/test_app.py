@@ -1,5 +1,6 @@
 """The real start-up path (lifespan) and the command line."""
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from httpx import ASGITransport, AsyncClient
 from typer.testing import CliRunner
 
 from service.cli import app as cli
+from service.core import migrations
 from service.core.config import Settings, get_settings
 from service.main import create_app
 
@@ -117,3 +119,41 @@ def test_service_migrate_works_from_any_directory(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "database at head" in result.stdout
     assert (tmp_path / "elsewhere.db").exists()
+
+
+async def test_concurrent_writes_on_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """SQLite has one writer: a write request takes the write lock when it begins (BEGIN IMMEDIATE) and waits its
+    turn, instead of failing when two deferred transactions both try to upgrade their read locks."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/busy.db"
+    await asyncio.to_thread(migrations.upgrade, url)
+    settings = Settings(environment="test", secret_key="k" * 48, database_url=url)
+    async with started(create_app(settings)) as client:
+        users = [
+            (
+                await client.post(
+                    "/api/users", json={"user": {"username": f"w{i}", "email": f"w{i}@x.io", "password": "password1"}}
+                )
+            ).json()["user"]
+            for i in range(8)
+        ]
+        slug = (
+            await client.post(
+                "/api/articles",
+                headers={"Authorization": f"Token {users[0]['token']}"},
+                json={"article": {"title": "Busy", "description": "d", "body": "b"}},
+            )
+        ).json()["article"]["slug"]
+
+        async def read_then_write(user: dict[str, Any]) -> int:
+            headers = {"Authorization": f"Token {user['token']}"}
+            await client.get(f"/api/articles/{slug}", headers=headers)
+            favorite = await client.post(f"/api/articles/{slug}/favorite", headers=headers)
+            comment = await client.post(
+                f"/api/articles/{slug}/comments", headers=headers, json={"comment": {"body": "hi"}}
+            )
+            return favorite.status_code * 1000 + comment.status_code
+
+        results = await asyncio.gather(*(read_then_write(u) for u in users for _ in range(3)))
+        article = (await client.get(f"/api/articles/{slug}")).json()["article"]
+    assert set(results) == {200 * 1000 + 201}
+    assert article["favoritesCount"] == 8

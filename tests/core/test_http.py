@@ -179,3 +179,23 @@ async def test_openapi_documents_error_envelope_and_auth(client: AsyncClient) ->
                 if code.startswith(("4", "5")):
                     ref = response["content"]["application/json"]["schema"].get("$ref", "")
                     assert ref.endswith(("/ErrorBody", "/Health")), (path, method, code)
+
+
+@pytest.mark.parametrize("text", ["\\ud800", "a\\u0000b", "\\udfffx"])
+async def test_text_no_database_can_store_is_422_not_500(client: AsyncClient, text: str) -> None:
+    """Lone surrogates and NUL arrive through JSON escapes; they are refused as input, never at insert time."""
+    login = await client.post(
+        "/users/login",
+        content=f'{{"user": {{"email": "{text}@x.io", "password": "password1"}}}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert login.status_code == 422
+    assert login.json() == {"errors": {"email": ["is invalid"]}}
+    user = await register(client)
+    update = await client.put(
+        "/user",
+        content=f'{{"user": {{"bio": "{text}"}}}}',
+        headers={**auth(user["token"]), "Content-Type": "application/json"},
+    )
+    assert update.status_code == 422
+    assert update.json() == {"errors": {"bio": ["is invalid"]}}

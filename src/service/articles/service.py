@@ -11,7 +11,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from service.articles.models import Article, Favorite, Tag, article_tags
 from service.articles.slugs import RESERVED, slugify, with_suffix
-from service.core.db import insert_ignoring_conflicts, later_than
+from service.core.db import insert_ignoring_conflicts, later_than, storable_text
 from service.core.errors import Forbidden, NotFound
 from service.profiles.models import Follow
 from service.profiles.service import following_expr
@@ -72,8 +72,8 @@ def _to_views(rows: Any) -> list[ArticleView]:
 
 
 def _unstorable(*values: str | None) -> bool:
-    """No stored value holds U+0000, and PostgreSQL refuses it even as a query parameter: such input matches nothing."""
-    return any(value is not None and "\x00" in value for value in values)
+    """Text no row can hold matches nothing (and the database would refuse it even as a parameter)."""
+    return any(value is not None and not storable_text(value) for value in values)
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:

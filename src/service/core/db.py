@@ -26,8 +26,24 @@ NAMING_CONVENTION = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+# Execution option marking a transaction that will write (SQLite then begins it IMMEDIATE; others ignore it).
+WRITE_INTENT = "service_write_intent"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def storable_text(text: str) -> bool:
+    """Whether a database can hold this string: PostgreSQL refuses U+0000 and neither can encode a lone surrogate
+    (JSON's ``"\\ud800"``), even as a query parameter. Input that is not storable is invalid or matches nothing."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def same_as_created(context: Any) -> datetime:
@@ -87,7 +103,9 @@ def configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A transaction that will write takes the write lock up front and waits (busy_timeout) for its turn: two
+        # deferred transactions that both read, then both try to write, fail at once with "database is locked".
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_INTENT) else "BEGIN")
 
 
 def create_engine_for(url: str, **kwargs: Any) -> AsyncEngine:
@@ -121,10 +139,16 @@ def get_sessionmaker(request: Request) -> async_sessionmaker[AsyncSession]:  # t
     return maker
 
 
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_session(
+    request: Request,
     sessionmaker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
 ) -> AsyncIterator[AsyncSession]:
     async with sessionmaker() as session:
+        if request.method not in _READ_ONLY_METHODS:
+            await session.connection(execution_options={WRITE_INTENT: True})
         try:
             yield session
             await session.commit()

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, fie
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from service.core.db import storable_text
+
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(
@@ -25,9 +27,9 @@ class RequestModel(CamelModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _reject_nul(cls, value: Any) -> Any:
-        """U+0000 is never valid input: PostgreSQL text cannot hold it, so refuse it here (422), not at insert (500)."""
-        if _has_nul(value):
+    def _reject_unstorable(cls, value: Any) -> Any:
+        """Text no database can hold (U+0000, lone surrogates) is refused here (422), not at insert time (500)."""
+        if _unstorable(value):
             raise PydanticCustomError("invalid", "is invalid")
         return value
 
@@ -44,11 +46,11 @@ class PartialUpdate(RequestModel):
         return data
 
 
-def _has_nul(value: Any) -> bool:
+def _unstorable(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return not storable_text(value)
     if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
+        return any(_unstorable(item) for item in value)
     return False
 
 

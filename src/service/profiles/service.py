@@ -5,7 +5,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.db import insert_ignoring_conflicts
+from service.core.db import insert_ignoring_conflicts, storable_text
 from service.core.errors import NotFound, Unprocessable
 from service.profiles.models import Follow
 from service.profiles.schemas import ProfileRead
@@ -24,7 +24,7 @@ def to_profile(user: User, following: bool) -> ProfileRead:
 
 
 async def get_profile(session: AsyncSession, username: str, viewer_id: int | None) -> tuple[User, bool]:
-    if "\x00" in username:  # no username holds U+0000, and PostgreSQL refuses it even as a query parameter
+    if not storable_text(username):  # no username holds it, and the database would refuse it as a parameter
         raise NotFound("profile", "not found")
     stmt = select(User, following_expr(viewer_id, User.id)).where(func.lower(User.username) == username.lower())
     row = (await session.execute(stmt)).one_or_none()
