@@ -199,3 +199,52 @@ async def test_text_no_database_can_store_is_422_not_500(client: AsyncClient, te
     )
     assert update.status_code == 422
     assert update.json() == {"errors": {"bio": ["is invalid"]}}
+
+
+async def test_body_that_is_not_utf8_is_422_on_the_envelope_or_401_without_token(client: AsyncClient) -> None:
+    headers = {"Content-Type": "application/json"}
+    register_response = await client.post("/users", content=b"\x86\xfd", headers=headers)
+    assert register_response.status_code == 422
+    assert register_response.json() == {"errors": {"user": ["can't be blank"]}}
+    anonymous = await client.post("/articles", content=b"\x86\xfd", headers=headers)
+    assert anonymous.status_code == 401
+    assert anonymous.json() == {"errors": {"token": ["is missing"]}}
+    user = await register(client)
+    signed_in = await client.post("/articles", content=b"\x86\xfd", headers={**headers, **auth(user["token"])})
+    assert signed_in.status_code == 422
+    assert signed_in.json() == {"errors": {"article": ["can't be blank"]}}
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/articles", "GET, OPTIONS, POST"),
+        ("/articles/some-slug", "DELETE, GET, OPTIONS, PUT"),
+        ("/user", "GET, OPTIONS, PUT"),
+        ("/articles/some-slug/favorite", "DELETE, OPTIONS, POST"),
+    ],
+)
+async def test_405_allow_lists_every_method_of_the_path(client: AsyncClient, path: str, allowed: str) -> None:
+    response = await client.patch(path, json={})
+    assert response.status_code == 405
+    assert response.json() == {"errors": {"method": ["not allowed"]}}
+    assert response.headers["Allow"] == allowed
+
+
+async def test_openapi_marks_optional_auth_and_keeps_field_rules(client: AsyncClient) -> None:
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        schema = (await root.get("/openapi.json")).json()
+    paths = schema["paths"]
+    for path, method in (
+        ("/api/articles", "get"),
+        ("/api/articles/{slug}", "get"),
+        ("/api/profiles/{username}", "get"),
+        ("/api/articles/{slug}/comments", "get"),
+    ):
+        assert paths[path][method]["security"] == [{"TokenAuth": []}, {}], path
+    assert paths["/api/articles/feed"]["get"]["security"] == [{"TokenAuth": []}]
+    assert "security" not in paths["/api/tags"]["get"]
+    username = schema["components"]["schemas"]["UserCreate"]["properties"]["username"]
+    assert (username["maxLength"], username["pattern"]) == (50, "^[A-Za-z0-9_-]+$")
+    title = schema["components"]["schemas"]["ArticleCreate"]["properties"]["title"]
+    assert title["maxLength"] == 255

@@ -17,7 +17,7 @@ from service.articles.service import ArticleView
 from service.core.db import SessionDep
 from service.core.errors import error_responses
 from service.profiles.service import to_profile
-from service.users.dependencies import CurrentUser, OptionalUser
+from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api", tags=["articles"])
 
@@ -44,7 +44,7 @@ def to_read(view: ArticleView) -> ArticleEnvelope:
     return ArticleEnvelope(article=ArticleRead(**dict(to_item(view)), body=view.article.body))
 
 
-@router.get("/articles", summary="List articles", responses=error_responses(401, 422))
+@router.get("/articles", summary="List articles", responses=error_responses(401, 422), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
     session: SessionDep,
     viewer: OptionalUser,
@@ -87,7 +87,9 @@ async def create_article(body: ArticleCreateEnvelope, session: SessionDep, viewe
     return to_read(view)
 
 
-@router.get("/articles/{slug}", summary="Get an article", responses=error_responses(401, 404))
+@router.get(
+    "/articles/{slug}", summary="Get an article", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
+)
 async def get_article(slug: str, session: SessionDep, viewer: OptionalUser) -> ArticleEnvelope:
     return to_read(await articles_service.get_view(session, slug, viewer.id if viewer else None))
 

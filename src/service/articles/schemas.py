@@ -27,9 +27,9 @@ def _clean_tags(value: Any) -> Any:
     return tags
 
 
-Title = Annotated[str, BeforeValidator(reject_blank), Field(max_length=255, examples=["How to train your dragon"])]
-Description = Annotated[str, BeforeValidator(reject_blank), Field(max_length=1000, examples=["Ever wonder how?"])]
-Body = Annotated[str, BeforeValidator(reject_blank), Field(max_length=100_000, examples=["You have to believe"])]
+Title = Annotated[str, Field(max_length=255, examples=["How to train your dragon"]), BeforeValidator(reject_blank)]
+Description = Annotated[str, Field(max_length=1000, examples=["Ever wonder how?"]), BeforeValidator(reject_blank)]
+Body = Annotated[str, Field(max_length=100_000, examples=["You have to believe"]), BeforeValidator(reject_blank)]
 TagList = Annotated[
     list[Annotated[str, Field(max_length=TAG_MAX_LENGTH)]],
     BeforeValidator(_clean_tags),

@@ -7,7 +7,7 @@ from service.comments.schemas import CommentCreateEnvelope, CommentEnvelope, Com
 from service.core.db import SessionDep
 from service.core.errors import error_responses
 from service.profiles.service import to_profile
-from service.users.dependencies import CurrentUser, OptionalUser
+from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api/articles/{slug}/comments", tags=["comments"])
 
@@ -22,7 +22,9 @@ def to_read(comment: Comment, following: bool) -> CommentRead:
     )
 
 
-@router.get("", summary="Comments of an article, oldest first", responses=error_responses(401, 404))
+@router.get(
+    "", summary="Comments of an article, oldest first", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
+)
 async def list_comments(viewer: OptionalUser, article: ArticleDep, session: SessionDep) -> CommentList:
     rows = await comments_service.list_comments(session, article, viewer.id if viewer else None)
     return CommentList(comments=[to_read(comment, following) for comment, following in rows])

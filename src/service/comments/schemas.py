@@ -7,7 +7,7 @@ from service.profiles.schemas import ProfileRead
 
 
 class CommentCreate(RequestModel):
-    body: Annotated[str, BeforeValidator(reject_blank), Field(max_length=10_000, examples=["Thank you so much!"])]
+    body: Annotated[str, Field(max_length=10_000, examples=["Thank you so much!"]), BeforeValidator(reject_blank)]
 
 
 class CommentCreateEnvelope(RequestModel):

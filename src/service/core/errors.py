@@ -1,6 +1,7 @@
 """Typed errors and the one handler layer that renders every failure as ``{"errors": {field: [message]}}``."""
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -169,6 +171,28 @@ def _route_requires_token(request: Request) -> bool:
     return False
 
 
+def _unreadable_body(request: Request) -> JSONResponse:
+    """A body that cannot be read as JSON at all. FastAPI reads it before resolving dependencies, so keep
+    "authentication first" here: without a token on a protected route, that is what the client hears about."""
+    if "authorization" not in request.headers and _route_requires_token(request):
+        return error_response(401, "token", "is missing", {"WWW-Authenticate": 'Token realm="api"'})
+    return JSONResponse({"errors": {envelope_key(request) or "request": [BLANK]}}, 422)
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API serves at this path (Starlette's 405 names only the first route that matched)."""
+    app = request.app
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allowed_methods", None)
+    if table is None:
+        table = [
+            (compile_path(path)[0], {method.upper() for method in operations})
+            for path, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.allowed_methods = table
+    methods = set().union(*(m for regex, m in table if regex.match(request.url.path)))
+    return ", ".join(sorted(methods | {"OPTIONS"})) if methods else None
+
+
 def register_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def handle_app_error(request: Request, exc: AppError) -> JSONResponse:
@@ -181,12 +205,8 @@ def register_error_handlers(app: FastAPI) -> None:
     async def handle_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         raw = exc.errors()
         # FastAPI reads the JSON before it resolves dependencies: keep "authentication first" for unreadable bodies.
-        if (
-            "authorization" not in request.headers
-            and any(error.get("type") == "json_invalid" for error in raw)
-            and _route_requires_token(request)
-        ):
-            return error_response(401, "token", "is missing", {"WWW-Authenticate": 'Token realm="api"'})
+        if any(error.get("type") == "json_invalid" for error in raw):
+            return _unreadable_body(request)
         errors = validation_errors(raw, envelope_key(request))
         return JSONResponse({"errors": errors}, status.HTTP_422_UNPROCESSABLE_CONTENT)
 
@@ -196,7 +216,10 @@ def register_error_handlers(app: FastAPI) -> None:
         if exc.status_code == status.HTTP_404_NOT_FOUND:
             return error_response(404, "route", "not found", headers)
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
             return error_response(405, "method", "not allowed", headers)
+        if exc.status_code == status.HTTP_400_BAD_REQUEST:  # FastAPI could not decode the body (e.g. not UTF-8)
+            return _unreadable_body(request)
         if exc.status_code == status.HTTP_413_CONTENT_TOO_LARGE:
             return error_response(413, "request", "is too large", headers)
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
@@ -208,7 +231,8 @@ def register_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConnectionError)
     @app.exception_handler(TimeoutError)
     async def handle_database_down(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("database unavailable", extra={"error": type(exc).__name__})
+        cause = getattr(exc, "orig", None) or exc  # the driver's own error says locked, refused, timed out...
+        logger.error("database unavailable", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
         return error_response(503, "database", "unavailable", {"Retry-After": "5"})
 
     @app.exception_handler(DBAPIError)

@@ -4,12 +4,12 @@ from service.core.db import SessionDep
 from service.core.errors import error_responses
 from service.profiles import service as profiles_service
 from service.profiles.schemas import ProfileEnvelope
-from service.users.dependencies import CurrentUser, OptionalUser
+from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
 
 
-@router.get("/{username}", summary="Get a profile", responses=error_responses(401, 404))
+@router.get("/{username}", summary="Get a profile", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH)
 async def get_profile(username: str, session: SessionDep, viewer: OptionalUser) -> ProfileEnvelope:
     user, following = await profiles_service.get_profile(session, username, viewer.id if viewer else None)
     return ProfileEnvelope(profile=profiles_service.to_profile(user, following))

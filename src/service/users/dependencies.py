@@ -1,6 +1,6 @@
 """Who is calling: the JWT in ``Authorization`` (``Token`` or ``Bearer``) resolved to an active user."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -64,6 +64,10 @@ async def get_current_user(user: Annotated[User | None, Depends(get_optional_use
         raise Unauthorized("token", "is missing")
     return user
 
+
+# For routes where a token is optional: FastAPI appends this to the operation's own [{"TokenAuth": []}], so the
+# schema says "TokenAuth, or nothing" (an anonymous call is fine).
+OPTIONAL_AUTH: dict[str, Any] = {"security": [{}]}
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]

@@ -18,11 +18,11 @@ def _http_url(value: str | None) -> str | None:
 
 Username = Annotated[
     str,
-    BeforeValidator(reject_blank),
     Field(max_length=50, pattern=USERNAME_PATTERN, examples=["jake"]),
+    BeforeValidator(reject_blank),
 ]
-Email = Annotated[EmailStr, BeforeValidator(reject_blank), Field(max_length=254, examples=["jake@jake.jake"])]
-Password = Annotated[str, BeforeValidator(reject_blank), Field(min_length=8, max_length=256, examples=["jakejakejake"])]
+Email = Annotated[EmailStr, Field(max_length=254, examples=["jake@jake.jake"]), BeforeValidator(reject_blank)]
+Password = Annotated[str, Field(min_length=8, max_length=256, examples=["jakejakejake"]), BeforeValidator(reject_blank)]
 Bio = Annotated[Annotated[str, Field(max_length=2000)] | None, BeforeValidator(empty_to_none)]
 ImageUrl = Annotated[
     Annotated[str, Field(max_length=2000, examples=["https://api.realworld.io/images/smiley-cyrus.jpg"])] | None,
@@ -38,8 +38,8 @@ class UserCreate(RequestModel):
 
 
 class UserLogin(RequestModel):
-    email: Annotated[str, BeforeValidator(reject_blank), Field(max_length=254, examples=["jake@jake.jake"])]
-    password: Annotated[str, BeforeValidator(reject_blank), Field(max_length=256, examples=["jakejakejake"])]
+    email: Annotated[str, Field(max_length=254, examples=["jake@jake.jake"]), BeforeValidator(reject_blank)]
+    password: Annotated[str, Field(max_length=256, examples=["jakejakejake"]), BeforeValidator(reject_blank)]
 
 
 class UserUpdate(PartialUpdate):
