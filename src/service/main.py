@@ -15,6 +15,7 @@ from service.core.config import Settings, get_settings
 from service.core.db import build_engine, build_sessionmaker
 from service.core.errors import register_error_handlers
 from service.core.logging import configure_logging
+from service.core.metrics import Metrics
 from service.core.middleware import (
     BodySizeLimitMiddleware,
     CORSMiddleware,
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     app.dependency_overrides[get_settings] = lambda: settings
     register_error_handlers(app)
     install_openapi(app)
@@ -91,5 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     return app

@@ -248,3 +248,20 @@ async def test_openapi_marks_optional_auth_and_keeps_field_rules(client: AsyncCl
     assert (username["maxLength"], username["pattern"]) == (50, "^[A-Za-z0-9_-]+$")
     title = schema["components"]["schemas"]["ArticleCreate"]["properties"]["title"]
     assert title["maxLength"] == 255
+
+
+async def test_metrics_count_requests_by_route_template(client: AsyncClient) -> None:
+    await client.get("/articles")
+    await client.get("/articles/a-secret-slug")
+    await client.get("/no/such/route")
+    async with AsyncClient(transport=client._transport, base_url="http://test") as root:
+        response = await root.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = response.text
+    assert 'http_requests_total{method="GET",route="/api/articles",status="200"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/api/articles/{slug}",status="404"} 1.0' in text
+    assert 'route="<unmatched>",status="404"' in text
+    assert 'http_request_duration_seconds_bucket{le="0.005",method="GET",route="/api/articles"}' in text
+    assert "a-secret-slug" not in text  # templates only: bounded label values, no ids in metrics
+    assert "process_cpu_seconds_total" in text

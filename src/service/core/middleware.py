@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.logging import request_id_var, user_id_var
+from service.core.metrics import Metrics
 
 logger = logging.getLogger("service.access")
 error_logger = logging.getLogger("service.errors")
@@ -39,8 +40,9 @@ async def _send_error(send: Send, status: int, field: str, message: str, headers
 class RequestContextMiddleware:
     """Outermost layer: binds ``X-Request-ID`` and logs one access line; a last resort for errors in middleware."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,6 +56,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status_code = 500
         response_started = False
+        self.metrics.in_progress.inc()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status_code, response_started
@@ -73,17 +76,20 @@ class RequestContextMiddleware:
                 status_code = 500
                 await _send_error(send, 500, "server", "internal error", [(b"x-request-id", request_id.encode())])
         finally:
-            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.in_progress.dec()
+            self.metrics.observe(scope["method"], route, status_code, seconds)
             logger.info(
                 "%s %s %s",
                 scope["method"],
-                _route(scope),
+                route,
                 status_code,
                 extra={
                     "method": scope["method"],
-                    "route": _route(scope),
+                    "route": route,
                     "status": status_code,
-                    "duration_ms": duration_ms,
+                    "duration_ms": round(seconds * 1000, 2),
                     "client": (scope.get("client") or ("-",))[0],
                 },
             )
