@@ -116,3 +116,19 @@ def test_development_secret_is_generated_once_and_kept(monkeypatch: pytest.Monke
     assert first.jwt_secret() == second.jwt_secret()
     assert len(first.jwt_secret()) >= 32
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_union_member_locations_name_the_field_and_none_branch_is_silent() -> None:
+    errors: list[dict[str, Any]] = [
+        {
+            "type": "string_too_long",
+            "loc": ("body", "article", "title", "function-before[x]"),
+            "ctx": {"max_length": 3},
+        },
+        {"type": "none_required", "loc": ("body", "article", "title", "none")},
+        {"type": "string_too_long", "loc": ("body", "article", "tagList", 2), "ctx": {"max_length": 64}},
+    ]
+    assert validation_errors(errors, "article") == {
+        "title": ["is too long (maximum is 3 characters)"],
+        "tagList": ["is too long (maximum is 64 characters)"],
+    }

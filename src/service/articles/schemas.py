@@ -1,6 +1,7 @@
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from service.core.schemas import CamelModel, PartialUpdate, RequestModel, Timestamp, reject_blank
@@ -55,12 +56,15 @@ class ArticleCreate(RequestModel):
 
 
 class ArticleUpdate(PartialUpdate):
-    """Any subset; ``tagList`` absent keeps the tags, ``[]`` clears them, ``null`` is refused."""
+    """Any subset; ``tagList`` absent keeps the tags, ``[]`` clears them, ``null`` is refused.
 
-    title: Annotated[Title | None, BeforeValidator(reject_blank)] = None
-    description: Annotated[Description | None, BeforeValidator(reject_blank)] = None
-    body: Annotated[Body | None, BeforeValidator(reject_blank)] = None
-    tag_list: Annotated[TagList | None, BeforeValidator(_reject_null)] = None
+    Unset fields are None internally; an explicit null is refused, so the schema does not offer it.
+    """
+
+    title: Annotated[Title | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
+    description: Annotated[Description | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
+    body: Annotated[Body | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
+    tag_list: Annotated[TagList | SkipJsonSchema[None], BeforeValidator(_reject_null)] = None
 
 
 class ArticleCreateEnvelope(RequestModel):

@@ -106,12 +106,16 @@ def message_for(error: Mapping[str, Any]) -> str:
 
 
 def _field_of(loc: Sequence[Any], envelope: str | None) -> str:
-    """The client-facing field name of an error location: the last named part, or the envelope key."""
+    """The client-facing field of an error location: the first name below the envelope (``tagList`` for
+    ``body.article.tagList.3``; ``email`` for a union member's ``body.user.email.<member>``), else the envelope."""
     parts = [part for part in loc if isinstance(part, str)]
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+    source = parts[0] if parts and parts[0] in ("body", "query", "path", "header", "cookie") else None
+    if source is not None:
         parts = parts[1:]
+    if source == "body" and envelope is not None and len(parts) > 1 and parts[0] == envelope:
+        return parts[1]
     if parts:
-        return parts[-1]
+        return parts[0]
     return envelope or "body"
 
 
@@ -133,6 +137,8 @@ def validation_errors(errors: Iterable[Mapping[str, Any]], envelope: str | None)
     for error in errors:
         loc = tuple(error.get("loc", ()))
         kind = str(error.get("type", ""))
+        if kind == "none_required":
+            continue  # the None branch of an optional field's union: the other branch says what is wrong
         if kind in ("json_invalid", "model_attributes_type", "dict_type", "model_type") and len(loc) <= 2:
             # unreadable JSON, or a body/envelope that is not an object: name the envelope key
             field = _field_of(loc[:2] if kind != "json_invalid" else loc[:1], envelope)

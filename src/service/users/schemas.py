@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from service.core.schemas import CamelModel, PartialUpdate, RequestModel, empty_to_none, reject_blank
@@ -43,11 +44,14 @@ class UserLogin(RequestModel):
 
 
 class UserUpdate(PartialUpdate):
-    """Any subset of the fields; ``null`` or ``""`` for e-mail, username or password is ``can't be blank``."""
+    """Any subset of the fields; ``null`` or ``""`` for e-mail, username or password is ``can't be blank``.
 
-    email: Annotated[Email | None, BeforeValidator(reject_blank)] = None
-    username: Annotated[Username | None, BeforeValidator(reject_blank)] = None
-    password: Annotated[Password | None, BeforeValidator(reject_blank)] = None
+    Unset fields are None internally; an explicit null is refused, so the schema does not offer it.
+    """
+
+    email: Annotated[Email | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
+    username: Annotated[Username | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
+    password: Annotated[Password | SkipJsonSchema[None], BeforeValidator(reject_blank)] = None
     bio: Bio = None
     image: ImageUrl = None
 
