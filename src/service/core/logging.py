@@ -17,7 +17,12 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 user_id_var: ContextVar[int | None] = ContextVar("user_id", default=None)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {"message", "asctime"}
+# uvicorn adds ``color_message`` (the message again, with ANSI colours): never worth a field.
+_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 # Keys whose values are never written out, whatever a caller passes in `extra=`.
 _SECRET_KEYS = frozenset({"password", "token", "authorization", "secret", "refresh_token", "access_token"})
 
