@@ -37,6 +37,19 @@ async def _send_error(send: Send, status: int, field: str, message: str, headers
     await send({"type": "http.response.body", "body": body})
 
 
+class _TrackedSend:
+    """Wraps ``send`` and remembers whether the response has started: after that, no error response can be sent."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class RequestContextMiddleware:
     """Outermost layer: binds ``X-Request-ID`` and logs one access line; a last resort for errors in middleware."""
 
@@ -122,19 +135,12 @@ class ExceptionGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = _TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             error_logger.exception("unhandled error", extra={"method": scope["method"], "path": _route(scope)})
-            if response_started:
+            if tracked.started:
                 raise  # nothing clean can be sent any more: let the server close the connection
             await _send_error(send, 500, "server", "internal error", [])
 
@@ -155,7 +161,7 @@ class BodySizeLimitMiddleware:
             await _send_error(send, 413, "request", "is too large", [])
             return
         received = 0
-        response_started = False
+        tracked = _TrackedSend(send)
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -166,16 +172,10 @@ class BodySizeLimitMiddleware:
                     raise _BodyTooLarge()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except _BodyTooLarge:
-            if not response_started:
+            if not tracked.started:
                 await _send_error(send, 413, "request", "is too large", [])
 
 
