@@ -54,21 +54,31 @@ async def _postgres_admin(sql: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
-async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("db") / "conduit_test.db"
-        yield f"sqlite+aiosqlite:///{path}"
-        return
-    name = f"conduit_test_{uuid.uuid4().hex[:10]}"
+async def create_postgres_database(prefix: str) -> tuple[str, str]:
+    """A new empty PostgreSQL database, as (name, url). Unreachable server: skip, except under CI (fail)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         await _postgres_admin(f'CREATE DATABASE "{name}"')
     except (OSError, ConnectionError) as exc:
         if IN_CI:
             raise
         pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL} ({type(exc).__name__}); SQLite tests still run")
-    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    return name, make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(name: str) -> None:
     await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        path: Path = tmp_path_factory.mktemp("db") / "conduit_test.db"
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    name, url = await create_postgres_database("conduit_test")
+    yield url
+    await drop_postgres_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -25,7 +24,7 @@ from service.core.config import get_settings, load_settings
 from service.core.db import build_sessionmaker, create_engine_for, get_sessionmaker
 from service.main import create_app
 from service.seed import SeedError, SeedOptions, SeedReport, _skip_foreign_key_checks, seed
-from tests.conftest import BACKENDS, IN_CI, POSTGRES_URL, _postgres_admin
+from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
 
 EngineFactory = Callable[..., Awaitable[AsyncEngine]]
 SMALL = SeedOptions(users=30, articles=120, tags=20, seed=7, batch_size=50)  # several batches per table
@@ -43,15 +42,8 @@ async def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         if backend == "sqlite":
             url = f"sqlite+aiosqlite:///{tmp_path / f'seed_{len(engines)}.db'}"
         else:
-            name = f"conduit_seed_{uuid.uuid4().hex[:10]}"
-            try:
-                await _postgres_admin(f'CREATE DATABASE "{name}"')
-            except (OSError, ConnectionError) as exc:
-                if IN_CI:
-                    raise
-                pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL} ({type(exc).__name__})")
+            name, url = await create_postgres_database("conduit_seed")
             databases.append(name)
-            url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
         if migrated:
             await asyncio.to_thread(migrations.upgrade, url)  # env.py calls asyncio.run(): keep it off this loop
         engine = create_engine_for(url)
@@ -62,7 +54,7 @@ async def make_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
     for engine in engines:
         await engine.dispose()
     for name in databases:
-        await _postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_postgres_database(name)
 
 
 async def _rows(engine: AsyncEngine, sql: str) -> list[Any]:
