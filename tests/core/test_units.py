@@ -132,3 +132,21 @@ def test_union_member_locations_name_the_field_and_none_branch_is_silent() -> No
         "title": ["is too long (maximum is 3 characters)"],
         "tagList": ["is too long (maximum is 64 characters)"],
     }
+
+
+async def test_database_errors_never_render_parameter_values(tmp_path: Path) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from service.core.db import build_engine
+
+    engine = build_engine(
+        Settings(environment="test", secret_key=SECRET, database_url=f"sqlite+aiosqlite:///{tmp_path}/p.db")
+    )
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(DBAPIError) as exc:
+                await conn.execute(text("SELECT * FROM no_such_table WHERE x = :secret"), {"secret": "hunter2-value"})
+    finally:
+        await engine.dispose()
+    assert "hunter2-value" not in str(exc.value)

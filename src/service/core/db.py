@@ -119,11 +119,13 @@ def create_engine_for(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
+    # hide_parameters: a logged database error shows the SQL, never the values (e-mails, bodies, hashes).
     if settings.is_sqlite:
-        return create_engine_for(settings.database_url, echo=settings.database_echo)
+        return create_engine_for(settings.database_url, echo=settings.database_echo, hide_parameters=True)
     return create_engine_for(
         settings.database_url,
         echo=settings.database_echo,
+        hide_parameters=True,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
