@@ -10,7 +10,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.core import migrations
 from service.core.config import Settings, load_settings
-from service.core.db import create_engine_for, get_sessionmaker
+from service.core.db import Database, build_database, create_engine_for
 from service.main import create_app
+from tests.helpers import serving
 
 POSTGRES_URL = os.environ.get("SERVICE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b.strip() for b in os.environ.get("SERVICE_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
@@ -97,11 +98,16 @@ def backend(engine: AsyncEngine) -> str:
 
 
 @pytest.fixture
-async def sessionmaker(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         outer = await conn.begin()  # rolled back below: nothing a test writes survives it
-        yield async_sessionmaker(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
+        yield conn
         await outer.rollback()
+
+
+@pytest.fixture
+def sessionmaker(connection: AsyncConnection) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint")
 
 
 @pytest.fixture
@@ -116,16 +122,24 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Any:
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
-    return app
+def database(connection: AsyncConnection, sessionmaker: async_sessionmaker[AsyncSession]) -> Database:
+    """Reads and writes on the test's rolled-back connection."""
+
+    @asynccontextmanager
+    async def reader() -> AsyncIterator[AsyncConnection]:
+        yield connection
+
+    return Database(writer=sessionmaker, reader=reader)
 
 
 @pytest.fixture
-async def client(app: Any) -> AsyncIterator[AsyncClient]:
-    # ASGITransport skips the lifespan; the overrides stand in for it.
-    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as c:
+def app(settings: Settings) -> Any:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: Any, database: Database) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=serving(app, database)), base_url="http://test/api") as c:
         yield c
 
 
@@ -171,13 +185,12 @@ async def committing_client(settings: Settings, engine: AsyncEngine, backend: st
     """
     if backend != "postgresql":
         pytest.skip("concurrency is exercised on PostgreSQL")
-    from service.core.db import build_sessionmaker
     from service.models import Base
 
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: build_sessionmaker(engine)
+    app = serving(create_app(settings), build_database(engine))  # the production database paths, committing
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as c:
         yield c
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name != "counters")
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await conn.execute(text("UPDATE counters SET value = 0"))  # the migration's row stays: it is never re-made

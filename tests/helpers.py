@@ -6,6 +6,8 @@ from typing import Any
 
 from httpx import AsyncClient
 
+from service.core.db import Database
+
 _seq = itertools.count(1)
 PASSWORD = "correct-horse-battery"
 # How every timestamp is serialised: ISO 8601, sub-second digits, a zone.
@@ -51,3 +53,14 @@ async def favorite(client: AsyncClient, token: str, slug: str) -> dict[str, Any]
     assert response.status_code == 200, response.text
     article: dict[str, Any] = response.json()["article"]
     return article
+
+
+def serving(app: Any, database: Database) -> Any:
+    """The app as a server runs it, with ``database`` as its lifespan state: uvicorn copies that state into every
+    request's scope, and ASGITransport runs no lifespan, so this does it. No dependency is overridden."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        scope["state"] = {**scope.get("state", {}), "database": database}
+        await app(scope, receive, send)
+
+    return asgi

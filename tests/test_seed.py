@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 from service.cli import app as cli_app
 from service.core import migrations
 from service.core.config import get_settings, load_settings
-from service.core.db import build_sessionmaker, create_engine_for, get_sessionmaker
+from service.core.db import build_database, create_engine_for
 from service.main import create_app
 from service.seed import SeedError, SeedOptions, SeedReport, _skip_foreign_key_checks, seed
 from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.helpers import serving
 
 EngineFactory = Callable[..., Awaitable[AsyncEngine]]
 SMALL = SeedOptions(users=30, articles=120, tags=20, seed=7, batch_size=50)  # several batches per table
@@ -178,8 +179,7 @@ async def test_seeded_data_is_served_consistently(make_engine: EngineFactory) ->
     settings = load_settings(
         environment="test", database_url=engine.url.render_as_string(hide_password=False), log_format="json"
     )
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: build_sessionmaker(engine)
+    app = serving(create_app(settings), build_database(engine))
 
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as client:
         login = await client.post(

@@ -14,6 +14,8 @@ from service.core.config import get_settings
 app = typer.Typer(help="Conduit service: run the API, migrate the database, manage users.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+counters_app = typer.Typer(help="The maintained counters behind every total (articlesCount, favoritesCount...).")
+app.add_typer(counters_app, name="counters")
 
 
 @app.command()
@@ -174,6 +176,54 @@ def seed(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     seeding.print_report(report, console)
+
+
+@counters_app.command("check")
+def counters_check(
+    show: Annotated[int, typer.Option(min=0, help="Differences to list per kind of counter.")] = 20,
+) -> None:
+    """Recount every counter from one snapshot and list those that differ (exit status 1 if any). Takes no locks."""
+    from service.articles import counters
+
+    async def _check() -> list[counters.Difference]:
+        from service.core.db import build_engine
+
+        engine = build_engine(get_settings())
+        try:
+            async with engine.connect() as conn:
+                if conn.dialect.name == "postgresql":  # one snapshot for every recount and every stored value
+                    await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    return await counters.differences(conn, limit=show)
+        finally:
+            await engine.dispose()
+
+    found = asyncio.run(_check())
+    for difference in found:
+        typer.echo(f"{difference.counter}[{difference.key}]: stored {difference.stored}, actual {difference.actual}")
+    if found:
+        typer.echo(f"{len(found)} counter(s) differ (listing at most {show} per kind); run `service counters rebuild`")
+        raise typer.Exit(1)
+    typer.echo("every counter matches a recount")
+
+
+@counters_app.command("rebuild")
+def counters_rebuild() -> None:
+    """Recount every counter and rewrite those that differ. Writers wait meanwhile (readers do not)."""
+    from service.articles import counters
+
+    async def _rebuild() -> int:
+        from service.core.db import WRITE_INTENT, build_engine
+
+        engine = build_engine(get_settings())
+        try:
+            async with engine.execution_options(**{WRITE_INTENT: True}).begin() as conn:
+                await counters.lock_for_recount(conn)
+                return await counters.rebuild(conn)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"rebuilt: {asyncio.run(_rebuild())} row(s) corrected")
 
 
 def main() -> None:

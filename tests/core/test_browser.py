@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient, Response
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.config import Settings, load_settings
-from service.core.db import get_sessionmaker
+from service.core.db import Database
 from service.main import create_app
-from tests.helpers import auth, register
+from tests.helpers import auth, register, serving
 
 ORIGIN = "http://127.0.0.1:4173"
 OTHER_ORIGIN = "http://evil.example"
@@ -36,20 +35,14 @@ ROUTES: list[tuple[str, list[str]]] = [
 ROUTE_METHODS = [(path, method) for path, methods in ROUTES for method in methods]
 
 
-def _app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Any:
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
-    return app
-
-
-def _client(app: Any) -> AsyncClient:
-    return AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api")
+def _client(app: Any, database: Database, **transport: Any) -> AsyncClient:
+    return AsyncClient(transport=ASGITransport(app=serving(app, database), **transport), base_url="http://test/api")
 
 
 @pytest.fixture
-async def cors_client(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncClient]:
-    app = _app(settings.model_copy(update={"cors_origins": [ORIGIN]}), sessionmaker)
-    async with _client(app) as c:
+async def cors_client(settings: Settings, database: Database) -> AsyncIterator[AsyncClient]:
+    app = create_app(settings.model_copy(update={"cors_origins": [ORIGIN]}))
+    async with _client(app, database) as c:
         yield c
 
 
@@ -179,13 +172,13 @@ async def test_options_without_preflight_headers_is_not_a_preflight(cors_client:
 async def test_origins_from_environment_json_or_comma_separated(
     monkeypatch: pytest.MonkeyPatch,
     database_url: str,
-    sessionmaker: async_sessionmaker[AsyncSession],
+    database: Database,
     raw: str,
 ) -> None:
     monkeypatch.setenv("SERVICE_CORS_ORIGINS", raw)
     settings = load_settings(environment="test", database_url=database_url, log_format="json")
     assert [o.rstrip("/") for o in settings.cors_origins] == ["http://127.0.0.1:4173", "https://conduit.example"]
-    async with _client(_app(settings, sessionmaker)) as c:
+    async with _client(create_app(settings), database) as c:
         for origin in ("http://127.0.0.1:4173", "https://conduit.example"):
             _assert_allowed_preflight(await _preflight(c, "/articles", "POST", origin), "POST", origin)
             real = await c.get("/tags", headers={"Origin": origin})
@@ -301,8 +294,8 @@ async def test_no_store_on_413_to_a_request_with_a_token(client: AsyncClient, se
 
 
 @pytest.fixture
-def failing_cors_app(settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]) -> Any:
-    app = _app(settings.model_copy(update={"cors_origins": [ORIGIN]}), sessionmaker)
+def failing_cors_app(settings: Settings) -> Any:
+    app = create_app(settings.model_copy(update={"cors_origins": [ORIGIN]}))
     boom = APIRouter()
 
     @boom.get("/api/boom")
@@ -313,18 +306,18 @@ def failing_cors_app(settings: Settings, sessionmaker: async_sessionmaker[AsyncS
     return app
 
 
-async def test_500_with_a_token_has_nosniff(failing_cors_app: Any) -> None:
-    transport = ASGITransport(app=failing_cors_app, raise_app_exceptions=False)
-    async with AsyncClient(transport=transport, base_url="http://test/api") as c:
+async def test_500_with_a_token_has_nosniff(failing_cors_app: Any, database: Database) -> None:
+    async with _client(failing_cors_app, database, raise_app_exceptions=False) as c:
         response = await c.get("/boom", headers={"Authorization": "Token whatever", "Origin": ORIGIN})
     assert response.status_code == 500
     assert response.json() == {"errors": {"server": ["internal error"]}}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
-async def test_500_with_a_token_is_readable_by_the_page_and_not_stored(failing_cors_app: Any) -> None:
-    transport = ASGITransport(app=failing_cors_app, raise_app_exceptions=False)
-    async with AsyncClient(transport=transport, base_url="http://test/api") as c:
+async def test_500_with_a_token_is_readable_by_the_page_and_not_stored(
+    failing_cors_app: Any, database: Database
+) -> None:
+    async with _client(failing_cors_app, database, raise_app_exceptions=False) as c:
         response = await c.get("/boom", headers={"Authorization": "Token whatever", "Origin": ORIGIN})
     assert response.status_code == 500
     assert response.headers.get("Access-Control-Allow-Origin") == ORIGIN

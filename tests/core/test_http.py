@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from httpx import ASGITransport, AsyncClient
 
 from service.core.config import Settings
-from service.core.db import get_sessionmaker
+from service.core.db import Database
 from service.main import create_app
-from tests.helpers import PASSWORD, auth, register
+from tests.helpers import PASSWORD, auth, register, serving
 
 
 async def test_unknown_route_is_404_envelope(client: AsyncClient) -> None:
@@ -56,9 +56,9 @@ def failing_app(app: Any) -> Any:
 
 
 async def test_unexpected_error_is_clean_500_with_request_id(
-    failing_app: Any, caplog: pytest.LogCaptureFixture
+    failing_app: Any, database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    transport = ASGITransport(app=failing_app, raise_app_exceptions=False)
+    transport = ASGITransport(app=serving(failing_app, database), raise_app_exceptions=False)
     async with AsyncClient(transport=transport, base_url="http://test") as c:
         response = await c.get("/api/boom", headers={"X-Request-ID": "req-500-check"})
     assert response.status_code == 500
@@ -133,11 +133,10 @@ async def test_health_ready_checks_database(client: AsyncClient) -> None:
 
 
 async def test_health_ready_503_when_database_down(settings: Settings) -> None:
-    from service.core.db import build_sessionmaker, create_engine_for
+    from service.core.db import build_database, create_engine_for
 
     dead = create_engine_for("postgresql+asyncpg://nobody@127.0.0.1:1/none")
-    app = create_app(settings)
-    app.dependency_overrides[get_sessionmaker] = lambda: build_sessionmaker(dead)
+    app = serving(create_app(settings), build_database(dead))
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test") as c:
         ready = await c.get("/health/ready")
         api = await c.post("/api/users/login", json={"user": {"email": "a@b.co", "password": "password1"}})

@@ -1,6 +1,6 @@
 """Unit tests for pure pieces: tokens, error mapping, settings, timestamps."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from service.core import config
 from service.core.config import Environment, Settings, load_settings
 from service.core.db import later_than
 from service.core.errors import Unauthorized, message_for, validation_errors
-from service.core.schemas import _iso_utc
+from service.core.schemas import timestamp
 from service.core.security import create_access_token, decode_access_token
 
 SECRET = "s" * 48
@@ -72,7 +72,9 @@ def test_invalid_json_names_envelope() -> None:
 
 
 def test_timestamps_always_have_microseconds_and_z() -> None:
-    assert _iso_utc(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000Z"
+    assert timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)) == "2026-01-02T03:04:05.000000Z"
+    east = timezone(timedelta(hours=5))
+    assert timestamp(datetime(2026, 1, 2, 8, 4, 5, 7, tzinfo=east)) == "2026-01-02T03:04:05.000007Z"
 
 
 def test_later_than_moves_forward_even_within_a_microsecond() -> None:

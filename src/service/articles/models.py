@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import Column, ForeignKey, Identity, Index, String, Table, Text
+from sqlalchemy import BigInteger, Column, ForeignKey, Identity, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from service.core.db import Base, BigId, same_as_created, utcnow
+from service.core.db import Base, BigId, UTCDateTime, same_as_created, utcnow
 from service.users.models import User
 
 article_tags = Table(
@@ -11,7 +11,10 @@ article_tags = Table(
     Base.metadata,
     Column("article_id", BigId, ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True),
     Column("tag_id", BigId, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
-    Index("ix_article_tags_tag_id_article_id", "tag_id", "article_id"),  # articles by tag; tag popularity
+    # The article's own created_at, copied (it never changes): a page of one tag is then a walk of one index, in
+    # the listing's order, however many articles carry the tag.
+    Column("article_created_at", UTCDateTime(), nullable=False),
+    Index("ix_article_tags_tag_id_article_created_at_article_id", "tag_id", "article_created_at", "article_id"),
 )
 
 
@@ -25,12 +28,22 @@ class Favorite(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Counter(Base):
+    """Totals that no row of their own carries; today one, ``articles``: how many articles exist."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class Tag(Base):
     __tablename__ = "tags"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012 - ids never reused after a delete
 
     id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    articles_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # articles/counters.py
 
 
 class Article(Base):
@@ -49,6 +62,7 @@ class Article(Base):
     author_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=same_as_created)
+    favorites_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # articles/counters.py
 
     author: Mapped[User] = relationship(lazy="raise")
     tags: Mapped[list[Tag]] = relationship(secondary=article_tags, lazy="raise", order_by=Tag.name)

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from service.articles import service as articles_service
-from service.articles.dependencies import ArticleDep
+from service.articles.dependencies import ArticleDep, ArticleRefDep
 from service.articles.schemas import (
     ArticleCreateEnvelope,
     ArticleEnvelope,
@@ -14,9 +14,10 @@ from service.articles.schemas import (
     TagsRead,
 )
 from service.articles.service import ArticleView
-from service.core.db import SessionDep
+from service.core.db import ReadDep, SessionDep
 from service.core.errors import error_responses
-from service.profiles.service import to_profile
+from service.core.schemas import timestamp
+from service.profiles.schemas import ProfileRead
 from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api", tags=["articles"])
@@ -25,28 +26,45 @@ Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
 
+def _author(view: ArticleView) -> ProfileRead:
+    author = view.author
+    return ProfileRead(username=author.username, bio=author.bio, image=author.image, following=author.following)
+
+
 def to_item(view: ArticleView) -> ArticleListItem:
-    a = view.article
     return ArticleListItem(
-        slug=a.slug,
-        title=a.title,
-        description=a.description,
+        slug=view.slug,
+        title=view.title,
+        description=view.description,
         tag_list=view.tags,
-        created_at=a.created_at,
-        updated_at=a.updated_at,
+        created_at=timestamp(view.created_at),
+        updated_at=timestamp(view.updated_at),
         favorited=view.favorited,
         favorites_count=view.favorites_count,
-        author=to_profile(a.author, view.following),
+        author=_author(view),
     )
 
 
 def to_read(view: ArticleView) -> ArticleEnvelope:
-    return ArticleEnvelope(article=ArticleRead(**dict(to_item(view)), body=view.article.body))
+    return ArticleEnvelope(
+        article=ArticleRead(
+            slug=view.slug,
+            title=view.title,
+            description=view.description,
+            body=view.body,
+            tag_list=view.tags,
+            created_at=timestamp(view.created_at),
+            updated_at=timestamp(view.updated_at),
+            favorited=view.favorited,
+            favorites_count=view.favorites_count,
+            author=_author(view),
+        )
+    )
 
 
 @router.get("/articles", summary="List articles", responses=error_responses(401, 422), openapi_extra=OPTIONAL_AUTH)
 async def list_articles(
-    session: SessionDep,
+    db: ReadDep,
     viewer: OptionalUser,
     # No length limits on filters: a value no tag or user could have is unknown, and unknown means 200 and [] (A7).
     tag: Annotated[str | None, Query(description="Only articles with this tag.")] = None,
@@ -56,7 +74,7 @@ async def list_articles(
     offset: Offset = 0,
 ) -> ArticleList:
     views, total = await articles_service.list_articles(
-        session,
+        db,
         viewer.id if viewer else None,
         tag=tag,
         author=author,
@@ -68,8 +86,8 @@ async def list_articles(
 
 
 @router.get("/articles/feed", summary="Articles by followed authors", responses=error_responses(401, 422))
-async def feed(session: SessionDep, viewer: CurrentUser, limit: Limit = 20, offset: Offset = 0) -> ArticleList:
-    views, total = await articles_service.feed(session, viewer.id, limit=limit, offset=offset)
+async def feed(db: ReadDep, viewer: CurrentUser, limit: Limit = 20, offset: Offset = 0) -> ArticleList:
+    views, total = await articles_service.feed(db, viewer.id, limit=limit, offset=offset)
     return ArticleList(articles=[to_item(v) for v in views], articles_count=total)
 
 
@@ -90,8 +108,8 @@ async def create_article(body: ArticleCreateEnvelope, session: SessionDep, viewe
 @router.get(
     "/articles/{slug}", summary="Get an article", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
 )
-async def get_article(slug: str, session: SessionDep, viewer: OptionalUser) -> ArticleEnvelope:
-    return to_read(await articles_service.get_view(session, slug, viewer.id if viewer else None))
+async def get_article(slug: str, db: ReadDep, viewer: OptionalUser) -> ArticleEnvelope:
+    return to_read(await articles_service.get_view(db, slug, viewer.id if viewer else None))
 
 
 @router.put(
@@ -100,7 +118,7 @@ async def get_article(slug: str, session: SessionDep, viewer: OptionalUser) -> A
 async def update_article(
     body: ArticleUpdateEnvelope, viewer: CurrentUser, article: ArticleDep, session: SessionDep
 ) -> ArticleEnvelope:
-    articles_service.ensure_author(article, viewer)
+    articles_service.ensure_author(article, viewer.id)
     await articles_service.update_article(session, article, body.article.model_dump(exclude_unset=True, by_alias=False))
     return to_read(await articles_service.get_view(session, article.slug, viewer.id))
 
@@ -111,24 +129,24 @@ async def update_article(
     summary="Delete an article (its author, a moderator or an admin)",
     responses=error_responses(401, 403, 404),
 )
-async def delete_article(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:
-    articles_service.ensure_can_delete(article, viewer)
+async def delete_article(viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> Response:
+    articles_service.ensure_can_delete(article, viewer.id, viewer.role)
     await articles_service.delete_article(session, article)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/articles/{slug}/favorite", summary="Favorite an article", responses=error_responses(401, 404))
-async def favorite(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> ArticleEnvelope:
-    await articles_service.favorite(session, viewer, article)
-    return to_read(await articles_service.get_view(session, article.slug, viewer.id))
+async def favorite(slug: str, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> ArticleEnvelope:
+    await articles_service.favorite(session, viewer.id, article)
+    return to_read(await articles_service.get_view(session, slug, viewer.id))
 
 
 @router.delete("/articles/{slug}/favorite", summary="Unfavorite an article", responses=error_responses(401, 404))
-async def unfavorite(viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> ArticleEnvelope:
-    await articles_service.unfavorite(session, viewer, article)
-    return to_read(await articles_service.get_view(session, article.slug, viewer.id))
+async def unfavorite(slug: str, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> ArticleEnvelope:
+    await articles_service.unfavorite(session, viewer.id, article)
+    return to_read(await articles_service.get_view(session, slug, viewer.id))
 
 
 @router.get("/tags", summary="Tags in use, most used first", tags=["tags"])
-async def list_tags(session: SessionDep) -> TagsRead:
-    return TagsRead(tags=await articles_service.list_tags(session))
+async def list_tags(db: ReadDep) -> TagsRead:
+    return TagsRead(tags=await articles_service.list_tags(db))

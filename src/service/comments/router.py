@@ -1,33 +1,36 @@
 from fastapi import APIRouter, Response, status
 
-from service.articles.dependencies import ArticleDep
+from service.articles.dependencies import ArticleRefDep
 from service.comments import service as comments_service
-from service.comments.models import Comment
 from service.comments.schemas import CommentCreateEnvelope, CommentEnvelope, CommentList, CommentRead
-from service.core.db import SessionDep
+from service.comments.service import CommentView
+from service.core.db import ReadDep, SessionDep
 from service.core.errors import error_responses
-from service.profiles.service import to_profile
+from service.core.schemas import timestamp
+from service.profiles.schemas import ProfileRead
 from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api/articles/{slug}/comments", tags=["comments"])
 
 
-def to_read(comment: Comment, following: bool) -> CommentRead:
+def to_read(comment: CommentView) -> CommentRead:
     return CommentRead(
         id=comment.id,
-        created_at=comment.created_at,
-        updated_at=comment.updated_at,
+        created_at=timestamp(comment.created_at),
+        updated_at=timestamp(comment.updated_at),
         body=comment.body,
-        author=to_profile(comment.author, following),
+        author=ProfileRead(
+            username=comment.username, bio=comment.bio, image=comment.image, following=comment.following
+        ),
     )
 
 
 @router.get(
     "", summary="Comments of an article, oldest first", responses=error_responses(401, 404), openapi_extra=OPTIONAL_AUTH
 )
-async def list_comments(viewer: OptionalUser, article: ArticleDep, session: SessionDep) -> CommentList:
-    rows = await comments_service.list_comments(session, article, viewer.id if viewer else None)
-    return CommentList(comments=[to_read(comment, following) for comment, following in rows])
+async def list_comments(viewer: OptionalUser, article: ArticleRefDep, db: ReadDep) -> CommentList:
+    comments = await comments_service.list_comments(db, article, viewer.id if viewer else None)
+    return CommentList(comments=[to_read(comment) for comment in comments])
 
 
 @router.post(
@@ -37,10 +40,10 @@ async def list_comments(viewer: OptionalUser, article: ArticleDep, session: Sess
     responses=error_responses(401, 404, 413, 422),
 )
 async def create_comment(
-    body: CommentCreateEnvelope, viewer: CurrentUser, article: ArticleDep, session: SessionDep
+    body: CommentCreateEnvelope, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep
 ) -> CommentEnvelope:
     comment = await comments_service.create_comment(session, article, viewer, body.comment.body)
-    return CommentEnvelope(comment=to_read(comment, following=False))
+    return CommentEnvelope(comment=to_read(comment))
 
 
 @router.delete(
@@ -49,6 +52,6 @@ async def create_comment(
     summary="Delete a comment (its author, a moderator or an admin)",
     responses=error_responses(401, 403, 404),
 )
-async def delete_comment(comment_id: str, viewer: CurrentUser, article: ArticleDep, session: SessionDep) -> Response:
-    await comments_service.delete_comment(session, article, comment_id, viewer)
+async def delete_comment(comment_id: str, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> Response:
+    await comments_service.delete_comment(session, article, comment_id, viewer.id, viewer.role)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

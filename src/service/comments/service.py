@@ -1,35 +1,71 @@
 """Comments on articles: a conversation read top to bottom."""
 
-from sqlalchemy import delete, select
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import contains_eager
-from sqlalchemy.orm.attributes import set_committed_value
 
-from service.articles.models import Article
+from service.articles.service import ArticleRef
 from service.comments.models import Comment
+from service.core.db import Query, Reads
 from service.core.errors import Forbidden, NotFound
-from service.profiles.service import following_expr
-from service.users.models import STAFF_ROLES, User
+from service.profiles.service import following
+from service.users.models import STAFF_ROLES, Role, User
+from service.users.service import AuthUser
+
+_comments: Table = Comment.__table__  # type: ignore[assignment]  # a declarative class's table is a Table
+_users: Table = User.__table__  # type: ignore[assignment]
 
 
-async def list_comments(session: AsyncSession, article: Article, viewer_id: int | None) -> list[tuple[Comment, bool]]:
-    """Oldest first, ties by id; each with whether the viewer follows its author. One statement."""
-    stmt = (
-        select(Comment, following_expr(viewer_id, Comment.author_id))
-        .join(Comment.author)
-        .options(contains_eager(Comment.author))
-        .where(Comment.article_id == article.id)
-        .order_by(Comment.created_at, Comment.id)
+@dataclass(frozen=True, slots=True)
+class CommentView:
+    id: int
+    created_at: datetime
+    updated_at: datetime
+    body: str
+    username: str
+    bio: str | None
+    image: str | None
+    following: bool
+
+
+# Built once (see articles/service.py): oldest first, ties by id, each with whether the viewer follows its author.
+_COMMENTS_OF_ARTICLE = Query(
+    select(
+        _comments.c.id,
+        _comments.c.created_at,
+        _comments.c.updated_at,
+        _comments.c.body,
+        _users.c.username,
+        _users.c.bio,
+        _users.c.image,
+        following(_comments.c.author_id),
     )
-    return [(comment, bool(following)) for comment, following in (await session.execute(stmt)).all()]
+    .select_from(_comments.join(_users, _users.c.id == _comments.c.author_id))
+    .where(_comments.c.article_id == bindparam("article_id"))
+    .order_by(_comments.c.created_at, _comments.c.id)
+)
 
 
-async def create_comment(session: AsyncSession, article: Article, author: User, body: str) -> Comment:
+def _to_view(row: Any) -> CommentView:
+    return CommentView(row[0], row[1], row[2], row[3], row[4], row[5], row[6], bool(row[7]))
+
+
+async def list_comments(db: Reads, article: ArticleRef, viewer_id: int | None) -> list[CommentView]:
+    """One statement, whatever the number of comments."""
+    rows = await _COMMENTS_OF_ARTICLE.all(db, article_id=article.id, viewer_id=viewer_id)
+    return [_to_view(row) for row in rows]
+
+
+async def create_comment(session: AsyncSession, article: ArticleRef, author: AuthUser, body: str) -> CommentView:
     comment = Comment(body=body, article_id=article.id, author_id=author.id)
     session.add(comment)
     await session.flush()
-    set_committed_value(comment, "author", author)
-    return comment
+    return CommentView(
+        comment.id, comment.created_at, comment.updated_at, body, author.username, author.bio, author.image, False
+    )
 
 
 def parse_comment_id(raw: str) -> int:
@@ -39,13 +75,13 @@ def parse_comment_id(raw: str) -> int:
     return int(raw)
 
 
-async def delete_comment(session: AsyncSession, article: Article, raw_id: str, user: User) -> None:
+async def delete_comment(session: AsyncSession, article: ArticleRef, raw_id: str, user_id: int, role: Role) -> None:
     comment_id = parse_comment_id(raw_id)
     author_id = await session.scalar(
         select(Comment.author_id).where(Comment.id == comment_id, Comment.article_id == article.id)
     )
     if author_id is None:  # unknown, or a comment of another article
         raise NotFound("comment", "not found")
-    if author_id != user.id and user.role not in STAFF_ROLES:
+    if author_id != user_id and role not in STAFF_ROLES:
         raise Forbidden("comment", "forbidden")
     await session.execute(delete(Comment).where(Comment.id == comment_id))

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -68,13 +68,16 @@ def empty_to_none(value: Any) -> Any:
     return value
 
 
-def _iso_utc(value: datetime) -> str:
-    # Always six fractional digits and a Z, so every endpoint serialises a timestamp identically.
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def timestamp(value: datetime) -> str:
+    """The wire format of every timestamp: ISO 8601, UTC, always six fractional digits and a Z."""
+    # isoformat(), not strftime(): a page has 40 timestamps, and strftime cost a tenth of the page's CPU.
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"  # "...+00:00" -> "...Z"
 
 
+# A response field holding ``timestamp(...)``. Formatted while the response is built, not by a serializer hook:
+# calling back into Python from pydantic's serializer once per timestamp cost more than the formatting (profiled).
 Timestamp = Annotated[
-    datetime,
-    PlainSerializer(_iso_utc, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-27T10:15:30.123456Z"}),
+    str, WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-27T10:15:30.123456Z"})
 ]

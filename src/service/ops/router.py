@@ -4,18 +4,17 @@ import asyncio
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import fastapi_offline
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.core.db import get_sessionmaker
+from service.core.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +41,12 @@ async def live() -> Health:
     summary="Readiness: database (and Redis, if configured) reachable",
     responses={503: {"model": Health, "description": "A dependency is unreachable"}},
 )
-async def ready(
-    request: Request, maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
-) -> Response:
+async def ready(request: Request) -> Response:
+    database: Database = request.state.database
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S), maker() as session:
-            await session.execute(text("SELECT 1"))
+        async with asyncio.timeout(READY_TIMEOUT_S), database.reader() as connection:
+            await connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:
         logger.warning("readiness: database unreachable", extra={"error": type(exc).__name__})

@@ -1,7 +1,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, Identity, Index, String, Text, func
+from sqlalchemy import BigInteger, Enum, Identity, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, same_as_created, utcnow
@@ -45,6 +45,9 @@ class User(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=same_as_created)
+    # Counters kept by articles/counters.py: articles this user wrote, and articles this user has favorited.
+    articles_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    favorited_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 # Unique case-insensitively: "Jake" and "jake" are one account name, as are e-mails differing only in case.

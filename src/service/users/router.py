@@ -2,7 +2,7 @@ from fastapi import APIRouter, status
 
 from service.core.config import Settings
 from service.core.db import SessionDep
-from service.core.errors import error_responses
+from service.core.errors import Unauthorized, error_responses
 from service.core.security import create_access_token
 from service.users import service as users_service
 from service.users.dependencies import CurrentUser, SettingsDep
@@ -14,11 +14,12 @@ from service.users.schemas import (
     UserRead,
     UserUpdateEnvelope,
 )
+from service.users.service import AuthUser
 
 router = APIRouter(prefix="/api", tags=["users"])
 
 
-def user_envelope(user: User, settings: Settings) -> UserEnvelope:
+def user_envelope(user: User | AuthUser, settings: Settings) -> UserEnvelope:
     token = create_access_token(
         user.id, secret=settings.jwt_secret(), algorithm=settings.jwt_algorithm, ttl=settings.access_token_ttl
     )
@@ -57,5 +58,7 @@ async def update_current(
     body: UserUpdateEnvelope, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> UserEnvelope:
     changes = body.user.model_dump(exclude_unset=True, by_alias=False)
-    user = await users_service.update_user(session, user, changes)
-    return user_envelope(user, settings)
+    account = await users_service.get_by_id(session, user.id)
+    if account is None:  # deleted since the token was checked, a moment ago
+        raise Unauthorized("token", "is invalid")
+    return user_envelope(await users_service.update_user(session, account, changes), settings)

@@ -1,17 +1,49 @@
 """Accounts: registration, credentials, profile updates. All SQL for users lives here."""
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.db import later_than
+from service.core.db import Query, Reads, later_than
 from service.core.errors import Conflict, Forbidden, Unauthorized
 from service.core.security import hash_password, verify_password
 from service.users.models import Role, User, UserStatus
 
 TAKEN = "has already been taken"
+
+_users: Table = User.__table__  # type: ignore[assignment]  # a declarative class's table is a Table
+
+
+@dataclass(frozen=True, slots=True)
+class AuthUser:
+    """The caller, read afresh on every request (so a suspension or a new role applies at once): a plain row."""
+
+    id: int
+    username: str
+    email: str
+    bio: str | None
+    image: str | None
+    role: Role
+    status: UserStatus
+
+
+# Built once: the statement every authenticated request runs (a primary-key lookup, read as a plain row: no ORM).
+_AUTH_USER = Query(
+    select(
+        _users.c.id, _users.c.username, _users.c.email, _users.c.bio, _users.c.image, _users.c.role, _users.c.status
+    ).where(_users.c.id == bindparam("user_id"))
+)
+
+
+async def get_auth_user(db: Reads, user_id: int) -> AuthUser | None:
+    row = await _AUTH_USER.first(db, user_id=user_id)
+    if row is None:
+        return None
+    user_id, username, email, bio, image, role, status = row
+    return AuthUser(user_id, username, email, bio, image, Role(role), UserStatus(status))
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
