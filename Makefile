@@ -54,6 +54,9 @@ check: lint typecheck test ## Everything CI checks on the code
 seed: install ## Fill the database with demo data: make seed ARGS="--users 1000 --articles 10000"
 	$(BIN)/service migrate && $(BIN)/service seed $(ARGS)
 
+bench: install ## Benchmark against the ceiling with wrk (PostgreSQL on 127.0.0.1): make bench ARGS="--scale 1m"
+	$(if $(UV),$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-bench.txt,$(BIN)/pip install -q --require-hashes -r requirements-bench.txt) && { command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }; } && $(BIN)/python -m bench $(ARGS)
+
 openapi: install ## Write the OpenAPI schema to openapi.json
 	$(BIN)/service openapi -o openapi.json
 
