@@ -19,10 +19,12 @@ from pathlib import Path
 from bench.harness.client import HOST, get_status
 from bench.harness.database import Database
 from bench.harness.options import REPO
+from service.core.config import Settings
 
 UVICORN = Path(sys.executable).parent / "uvicorn"
-POOL_SIZE = 10  # the service's default SERVICE_DATABASE_POOL_SIZE; the ceiling gets the same
-MAX_OVERFLOW = 10  # the service's default SERVICE_DATABASE_MAX_OVERFLOW: connections past the pool, under load
+# The service's own defaults (SERVICE_DATABASE_POOL_SIZE, _MAX_OVERFLOW); the ceiling gets a pool of the same size.
+POOL_SIZE: int = Settings.model_fields["database_pool_size"].default
+MAX_OVERFLOW: int = Settings.model_fields["database_max_overflow"].default
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 CEILING_APP = REPO / "bench" / "ceiling.py"

@@ -211,7 +211,7 @@ class Query:
         self.statement = statement
         self._compiled: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
 
-    def _for_postgresql(self, dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    def for_postgresql(self, dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
         if self._compiled is None:
             compiled = self.statement.compile(dialect=dialect)
             # (sql with $1.., the parameter name of each $n, the values of literals bound in the statement itself)
@@ -223,7 +223,7 @@ class Query:
         if connection.dialect.name != "postgresql":
             result: Sequence[Any] = (await connection.execute(self.statement, params)).all()
             return result
-        sql, names, literals = self._for_postgresql(connection.dialect)
+        sql, names, literals = self.for_postgresql(connection.dialect)
         args = [params[name] if name in params else literals[name] for name in names]
         driver: Any = (await connection.get_raw_connection()).driver_connection  # an asyncpg.Connection
         # SQLAlchemy's own hook, so whatever listens to statements (the tests' statement counts) sees this one too.
