@@ -1,13 +1,30 @@
-"""Models and migrations agree, on each backend; the fixtures already ran upgrade, downgrade and upgrade again."""
+"""Models and migrations agree, on each backend; the fixtures already ran upgrade, downgrade and upgrade again.
+
+And a data migration does to existing rows what it says: the counters one counts them (on a scratch database).
+"""
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy import Table, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.articles import counters
+from service.articles.models import Article, article_tags
+from service.core import migrations
+from service.core.config import load_settings
+from service.core.db import UTCDateTime, build_database, create_engine_for
 from service.core.migrations import alembic_config
+from service.main import create_app
+from tests.conftest import BACKENDS, create_postgres_database, drop_postgres_database
+from tests.helpers import serving
 
 
 async def test_alembic_check_is_clean(engine: AsyncEngine, database_url: str) -> None:
@@ -21,3 +38,183 @@ async def test_database_is_at_single_head(engine: AsyncEngine, database_url: str
     async with engine.connect() as conn:
         current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
     assert current == heads[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The counters migration counts the rows that were there before it (and again after a downgrade and upgrade).
+
+BEFORE_COUNTERS = "2cb6d5260be7"
+COUNTERS = "5d0c4a1e7b21"
+BASE_TIME = datetime(2026, 11, 30, 9, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture(params=BACKENDS)
+async def scratch_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database of the test's own: a SQLite file, or a PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'backfill.db'}"
+        return
+    name, url = await create_postgres_database("conduit_backfill")
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(name)
+
+
+async def _migrate(url: str, step: Callable[[str, str], None], revision: str) -> None:
+    await asyncio.to_thread(step, url, revision)  # env.py calls asyncio.run(): keep it off this loop
+
+
+async def _old_schema_rows(url: str, statements: list[tuple[str, dict[str, Any]]]) -> None:
+    """Plain SQL, as code of the revision before the counters would have written it."""
+    engine = create_engine_for(url)
+    try:
+        async with engine.begin() as conn:
+            for sql, params in statements:
+                statement = text(sql)
+                if "at" in params:  # timestamps stored as the service stores them (SQLite keeps text)
+                    statement = statement.bindparams(bindparam("at", type_=UTCDateTime()))
+                await conn.execute(statement, params)
+    finally:
+        await engine.dispose()  # nothing cached across the schema change that follows
+
+
+def _user(uid: int, name: str) -> tuple[str, dict[str, Any]]:
+    return (
+        "INSERT INTO users (id, username, email, password_hash, role, status, created_at, updated_at) "
+        "VALUES (:id, :name, :email, 'x', 'user', 'active', :at, :at)",
+        {"id": uid, "name": name, "email": f"{name}@example.com", "at": BASE_TIME},
+    )
+
+
+def _article(aid: int, author: int, minutes: int) -> tuple[str, dict[str, Any]]:
+    return (
+        "INSERT INTO articles (id, slug, title, description, body, author_id, created_at, updated_at) "
+        "VALUES (:id, :slug, :slug, 'd', 'b', :author, :at, :at)",
+        {"id": aid, "slug": f"old-{aid}", "author": author, "at": BASE_TIME + timedelta(minutes=minutes)},
+    )
+
+
+def _tag(tid: int, name: str) -> tuple[str, dict[str, Any]]:
+    return "INSERT INTO tags (id, name) VALUES (:id, :name)", {"id": tid, "name": name}
+
+
+def _tagged(aid: int, tid: int) -> tuple[str, dict[str, Any]]:
+    return "INSERT INTO article_tags (article_id, tag_id) VALUES (:a, :t)", {"a": aid, "t": tid}
+
+
+def _favorite(uid: int, aid: int) -> tuple[str, dict[str, Any]]:
+    return (
+        "INSERT INTO favorites (user_id, article_id, created_at) VALUES (:u, :a, :at)",
+        {"u": uid, "a": aid, "at": BASE_TIME + timedelta(hours=1)},
+    )
+
+
+async def _counted(url: str) -> dict[str, Any]:
+    """Every counter the migration filled, the differences from a recount, and each tag row's copied date."""
+    engine = create_engine_for(url)
+    articles: Table = Article.__table__  # type: ignore[assignment]  # a declarative class's table is a Table
+    try:
+        async with engine.connect() as conn:
+            copied = await conn.execute(
+                select(
+                    article_tags.c.article_id,
+                    article_tags.c.tag_id,
+                    article_tags.c.article_created_at,
+                    articles.c.created_at,
+                ).join(articles, articles.c.id == article_tags.c.article_id)
+            )
+            return {
+                "differences": await counters.differences(conn),
+                "total": (await conn.execute(text("SELECT value FROM counters WHERE name = 'articles'"))).scalar_one(),
+                "tags": dict((await conn.execute(text("SELECT name, articles_count FROM tags"))).all()),
+                "written": dict((await conn.execute(text("SELECT username, articles_count FROM users"))).all()),
+                "favorited": dict((await conn.execute(text("SELECT username, favorited_count FROM users"))).all()),
+                "favorites": dict((await conn.execute(text("SELECT slug, favorites_count FROM articles"))).all()),
+                "copied": {tuple(row) for row in copied.all()},
+            }
+    finally:
+        await engine.dispose()
+
+
+async def _tag_page(url: str, tag: str) -> list[str]:
+    """The slugs ``GET /articles?tag=`` serves, which walks article_tags by the copied creation time."""
+    engine = create_engine_for(url)
+    settings = load_settings(environment="test", database_url=url, log_format="json")
+    try:
+        app = serving(create_app(settings), build_database(engine))
+        async with AsyncClient(transport=ASGITransport(app=app), base_url="http://test/api") as client:
+            body = (await client.get("/articles", params={"tag": tag})).json()
+        assert body["articlesCount"] == len(body["articles"])
+        return [article["slug"] for article in body["articles"]]
+    finally:
+        await engine.dispose()
+
+
+async def test_counters_migration_backfills_existing_rows(scratch_url: str) -> None:
+    url = scratch_url
+    script = ScriptDirectory.from_config(alembic_config(url))
+    assert script.get_revision(COUNTERS).down_revision == BEFORE_COUNTERS
+    await _migrate(url, migrations.upgrade, BEFORE_COUNTERS)
+    alice, bob, carol = 1, 2, 3
+    python, web, rust, unused = 1, 2, 3, 4
+    await _old_schema_rows(
+        url,
+        [
+            _user(alice, "alice"),
+            _user(bob, "bob"),
+            _user(carol, "carol"),
+            *(_tag(tid, name) for tid, name in ((python, "python"), (web, "web"), (rust, "rust"), (unused, "unused"))),
+            _article(1, alice, 0),
+            _article(2, alice, 10),
+            _article(3, bob, 20),
+            _tagged(1, python),
+            _tagged(1, web),
+            _tagged(2, python),
+            _tagged(3, web),
+            _tagged(3, rust),
+            _favorite(bob, 1),
+            _favorite(carol, 1),
+            _favorite(carol, 3),
+        ],
+    )
+
+    await _migrate(url, migrations.upgrade, "head")
+
+    counted = await _counted(url)
+    assert counted["differences"] == []
+    assert counted["total"] == 3
+    assert counted["tags"] == {"python": 2, "web": 2, "rust": 1, "unused": 0}
+    assert counted["written"] == {"alice": 2, "bob": 1, "carol": 0}
+    assert counted["favorited"] == {"alice": 0, "bob": 1, "carol": 2}
+    assert counted["favorites"] == {"old-1": 2, "old-2": 0, "old-3": 1}
+    assert len(counted["copied"]) == 5
+    assert all(copied == created for _, _, copied, created in counted["copied"])
+    assert (1, python, BASE_TIME, BASE_TIME) in counted["copied"]  # to the microsecond, in UTC
+    assert await _tag_page(url, "python") == ["old-2", "old-1"]  # newest first, by the copied time
+
+    # Back to before the counters; the old code changes rows meanwhile; up again: counted afresh.
+    await _migrate(url, migrations.downgrade, BEFORE_COUNTERS)
+    await _old_schema_rows(
+        url,
+        [
+            _article(4, carol, 30),
+            _tagged(4, rust),
+            _tagged(4, unused),
+            _favorite(alice, 4),
+            ("DELETE FROM favorites WHERE user_id = :u", {"u": bob}),
+            ("DELETE FROM articles WHERE id = :a", {"a": 2}),  # its tags go with it (ON DELETE CASCADE)
+        ],
+    )
+    await _migrate(url, migrations.upgrade, "head")
+
+    counted = await _counted(url)
+    assert counted["differences"] == []
+    assert counted["total"] == 3
+    assert counted["tags"] == {"python": 1, "web": 2, "rust": 2, "unused": 1}
+    assert counted["written"] == {"alice": 1, "bob": 1, "carol": 1}
+    assert counted["favorited"] == {"alice": 1, "bob": 0, "carol": 2}
+    assert counted["favorites"] == {"old-1": 1, "old-3": 1, "old-4": 1}
+    assert len(counted["copied"]) == 6
+    assert all(copied == created for _, _, copied, created in counted["copied"])
+    assert await _tag_page(url, "rust") == ["old-4", "old-3"]

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
+from service.articles import counters
 from service.cli import app as cli_app
 from service.core import migrations
 from service.core.config import get_settings, load_settings
@@ -29,6 +30,7 @@ from tests.helpers import serving
 
 EngineFactory = Callable[..., Awaitable[AsyncEngine]]
 SMALL = SeedOptions(users=30, articles=120, tags=20, seed=7, batch_size=50)  # several batches per table
+TINY = SeedOptions(users=12, articles=40, tags=10, seed=5, batch_size=16)
 USERNAME = re.compile(r"^[A-Za-z0-9_-]{1,50}$")
 
 
@@ -173,6 +175,29 @@ async def test_second_run_adds_rows(make_engine: EngineFactory) -> None:
     await _assert_consistent(engine)
 
 
+async def _counter_differences(engine: AsyncEngine) -> list[counters.Difference]:
+    async with engine.connect() as conn:
+        return await counters.differences(conn)
+
+
+async def test_seeded_counters_are_exact_after_every_run(make_engine: EngineFactory) -> None:
+    """The bulk load bypasses the service's increments: the recount at its end must leave every counter exact,
+    on an empty database and on one seeded already (whose counters must take the new rows in too)."""
+    engine = await make_engine()
+    first = await seed(engine, TINY)
+    assert await _counter_differences(engine) == []
+    assert (await _rows(engine, "SELECT value FROM counters WHERE name = 'articles'"))[0][0] == TINY.articles
+    assert (await _rows(engine, "SELECT sum(favorites_count) FROM articles"))[0][0] == first.counts["favorites"] > 0
+
+    second = await seed(engine, TINY)
+    assert await _counter_differences(engine) == []
+    assert (await _rows(engine, "SELECT value FROM counters WHERE name = 'articles'"))[0][0] == 2 * TINY.articles
+    tagged = (await _rows(engine, "SELECT sum(articles_count) FROM tags"))[0][0]
+    assert tagged == first.counts["article_tags"] + second.counts["article_tags"]
+    favorited = (await _rows(engine, "SELECT sum(favorited_count) FROM users"))[0][0]
+    assert favorited == first.counts["favorites"] + second.counts["favorites"]
+
+
 async def test_seeded_data_is_served_consistently(make_engine: EngineFactory) -> None:
     engine = await make_engine()
     report = await seed(engine, SMALL)
@@ -302,6 +327,19 @@ def test_cli_seed_fills_a_migrated_database(cli_env: Path) -> None:
     with sqlite3.connect(cli_env) as db:
         assert db.execute("SELECT count(*) FROM users").fetchone() == (5,)
         assert db.execute("SELECT count(*) FROM articles").fetchone() == (20,)
+
+
+def test_cli_seeded_database_passes_counters_check(cli_env: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli_app, ["migrate"]).exit_code == 0
+    assert runner.invoke(cli_app, ["seed", "--users", "5", "--articles", "20", "-q"]).exit_code == 0
+
+    result = runner.invoke(cli_app, ["counters", "check"])
+
+    assert result.exit_code == 0, result.output
+    assert "every counter matches a recount" in result.output
+    with sqlite3.connect(cli_env) as db:
+        assert db.execute("SELECT value FROM counters WHERE name = 'articles'").fetchone() == (20,)
 
 
 def test_cli_seed_asks_for_migrate_first(cli_env: Path) -> None:

@@ -194,13 +194,18 @@ def counters_check(
                 if conn.dialect.name == "postgresql":  # one snapshot for every recount and every stored value
                     await conn.execution_options(isolation_level="REPEATABLE READ")
                 async with conn.begin():
-                    return await counters.differences(conn, limit=show)
+                    return await counters.differences(conn)
         finally:
             await engine.dispose()
 
     found = asyncio.run(_check())
+    listed: dict[str, int] = {}
     for difference in found:
-        typer.echo(f"{difference.counter}[{difference.key}]: stored {difference.stored}, actual {difference.actual}")
+        listed[difference.counter] = listed.get(difference.counter, 0) + 1
+        if listed[difference.counter] <= show:
+            typer.echo(
+                f"{difference.counter}[{difference.key}]: stored {difference.stored}, actual {difference.actual}"
+            )
     if found:
         typer.echo(f"{len(found)} counter(s) differ (listing at most {show} per kind); run `service counters rebuild`")
         raise typer.Exit(1)

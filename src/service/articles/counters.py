@@ -84,10 +84,16 @@ async def tags_changed(session: AsyncSession, *, added: Collection[int], removed
         )
 
 
-async def lock_article(session: AsyncSession, article_id: int) -> None:
-    """Take the article's row lock before anything else (the first step of the lock order): a favorite of it
-    already inserted finishes first (its count is then seen), and a new one waits and then finds it gone."""
-    await session.execute(select(_articles.c.id).where(_articles.c.id == article_id).with_for_update())
+async def lock_article(session: AsyncSession, article_id: int, *, key_share: bool = False) -> bool:
+    """Take the article's row lock before anything else (the first step of the lock order); False if it is gone.
+
+    The default (``FOR UPDATE``, for a delete): a favorite of it already inserted finishes first (its count is then
+    seen), and a new one waits and then finds it gone. ``key_share`` (``FOR NO KEY UPDATE``, the lock an update of
+    its ``favorites_count`` takes anyway) for an unfavorite: it queues behind a delete instead of holding the
+    favorite row the delete's cascade needs while waiting for the article (a deadlock).
+    """
+    stmt = select(_articles.c.id).where(_articles.c.id == article_id).with_for_update(key_share=key_share)
+    return (await session.execute(stmt)).first() is not None
 
 
 async def favorite_added(session: AsyncSession, article_id: int, user_id: int, delta: int = 1) -> None:

@@ -230,10 +230,11 @@ def _unstorable(*values: str | None) -> bool:
 
 
 async def get_by_slug(session: AsyncSession, slug: str) -> Article | None:
-    """The ORM article, for the routes that change it."""
+    """The ORM article, for the route that edits it, row-locked (the lock order's first step, in the same
+    statement): a concurrent delete either waits for the edit, or has committed and the edit finds nothing (404)."""
     if _unstorable(slug):
         return None
-    return (await session.scalars(select(Article).where(Article.slug == slug))).one_or_none()
+    return (await session.scalars(select(Article).where(Article.slug == slug).with_for_update())).one_or_none()
 
 
 async def get_ref(db: Reads, slug: str) -> ArticleRef | None:
@@ -403,7 +404,9 @@ async def update_article(session: AsyncSession, article: Article, changes: dict[
 
 
 async def delete_article(session: AsyncSession, article: ArticleRef) -> None:
-    await counters.lock_article(session, article.id)  # first: in-flight favorites of it finish, new ones wait
+    # First: in-flight favorites of it finish, new ones wait; a delete that committed meanwhile leaves nothing.
+    if not await counters.lock_article(session, article.id):
+        raise NotFound("article", "not found")
     tag_ids = (
         await session.scalars(select(article_tags.c.tag_id).where(article_tags.c.article_id == article.id))
     ).all()
@@ -424,6 +427,8 @@ async def favorite(session: AsyncSession, user_id: int, article: ArticleRef) -> 
 
 
 async def unfavorite(session: AsyncSession, user_id: int, article: ArticleRef) -> None:
+    if not await counters.lock_article(session, article.id, key_share=True):  # the lock order: the article first
+        raise NotFound("article", "not found")
     stmt = delete(Favorite).where(Favorite.user_id == user_id, Favorite.article_id == article.id)
     if await changed_rows(session, stmt):
         await counters.favorite_added(session, article.id, user_id, delta=-1)
