@@ -70,4 +70,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 USER 10001:10001
 
-CMD ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-access-log"]
+# --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 on its own; the app believes it
+# only from the proxies in SERVICE_TRUSTED_PROXIES (rate limits are per client address).
+CMD ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--no-access-log"]

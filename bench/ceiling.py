@@ -20,7 +20,9 @@ Read endpoints: ``GET /api/articles`` (``tag``, ``author``, ``favorited``, ``lim
 """
 
 import asyncio
+import hashlib
 import os
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime, timedelta
@@ -45,7 +47,16 @@ _hasher = PasswordHash.recommended()  # the service's hasher: same Argon2 cost p
 
 # -- SQL: one statement per part, as the service sends ------------------------------------------------------------
 
-AUTH_USER = "SELECT id, username, email, bio, image, role, status FROM users WHERE id = $1"
+# The token's open session and its user, by the session's primary key: the service's one auth statement.
+AUTH_USER = (
+    "SELECT u.id, u.username, u.email, u.bio, u.image, u.role, u.status, s.last_used_at, s.expires_at "
+    "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL"
+)
+OPEN_SESSION = (
+    "INSERT INTO sessions (user_id, refresh_hash, created_at, last_used_at, expires_at, user_agent, ip) "
+    "VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id"
+)
+SESSION_TTL = timedelta(days=30)
 
 # The columns of an article as one viewer ($1) sees it; the service builds the same list (articles/service.py).
 ARTICLE_COLUMNS = """
@@ -137,9 +148,13 @@ class Request:
         self.parts = scope["path"].split("/")[2:]  # "/api/articles/x" -> ["articles", "x"] (already %-decoded)
         self.query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         self.authorization: str | None = None
+        self.user_agent: str | None = None
+        self.client: str | None = scope["client"][0] if scope.get("client") else None
         for key, value in scope["headers"]:
             if key == b"authorization":
                 self.authorization = value.decode("latin-1")
+            elif key == b"user-agent":
+                self.user_agent = value.decode("latin-1")[:512]
 
     def integer(self, name: str, default: int, low: int, high: int | None = None) -> int:
         raw = self.query.get(name)
@@ -177,20 +192,25 @@ class Request:
                 algorithms=[ALGORITHM],
                 options={"require_exp": True, "require_sub": True},
             )
-            user_id = int(claims["sub"])
+            user_id, session_id = int(claims["sub"]), int(claims["sid"])
         except ExpiredSignatureError:
             raise HTTPError(401, "token", "has expired") from None
         except (JWTError, KeyError, ValueError, TypeError):
             raise HTTPError(401, "token", "is invalid") from None
-        user = await conn.fetchrow(AUTH_USER, user_id)
-        if user is None or user["status"] != "active":
+        user = await conn.fetchrow(AUTH_USER, session_id, user_id)
+        if user is None or user["status"] != "active" or user["expires_at"] <= datetime.now(UTC):
             raise HTTPError(401, "token", "is invalid")
         return user
 
 
-def token_for(user_id: int, secret: str) -> str:
+def token_for(user_id: int, session_id: int, secret: str) -> str:
     now = datetime.now(UTC)
-    claims = {"sub": str(user_id), "iat": int(now.timestamp()), "exp": int((now + TOKEN_TTL).timestamp())}
+    claims: dict[str, Any] = {
+        "sub": str(user_id),
+        "iat": int(now.timestamp()),
+        "exp": int((now + TOKEN_TTL).timestamp()),
+    }
+    claims["sid"] = session_id
     claims["jti"] = uuid.uuid4().hex
     return str(jwt.encode(claims, secret, algorithm=ALGORITHM))
 
@@ -346,7 +366,22 @@ class Ceiling:
 
     # -- writes (the write mix): one transaction each, keeping the same counters in the same lock order ----------
 
-    def user_body(self, user: Any, token: str) -> bytes:
+    async def open_session(self, conn: asyncpg.Connection, request: Request, user_id: int) -> tuple[str, str]:
+        """A session row as the service writes it at login and registration: (access token, refresh token)."""
+        refresh = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        session_id = await conn.fetchval(
+            OPEN_SESSION,
+            user_id,
+            hashlib.sha256(refresh.encode()).hexdigest(),
+            now,
+            now + SESSION_TTL,
+            request.user_agent,
+            request.client,
+        )
+        return token_for(user_id, session_id, self.secret), refresh
+
+    def user_body(self, user: Any, token: str, refresh: str) -> bytes:
         return orjson.dumps(
             {
                 "user": {
@@ -356,6 +391,7 @@ class Ceiling:
                     "bio": user["bio"],
                     "image": user["image"],
                     "role": user["role"],
+                    "refreshToken": refresh,
                 }
             }
         )
@@ -376,7 +412,8 @@ class Ceiling:
                 )
             except asyncpg.UniqueViolationError:
                 raise HTTPError(409, "username", "has already been taken") from None
-        return 201, self.user_body(user, token_for(user["id"], self.secret))
+            token, refresh = await self.open_session(conn, request, user["id"])
+        return 201, self.user_body(user, token, refresh)
 
     async def login(self, request: Request) -> tuple[int, bytes]:
         email, password = _required(request.json(), "user", "email", "password")
@@ -389,7 +426,9 @@ class Ceiling:
         ok = await asyncio.to_thread(_hasher.verify, password, user["password_hash"]) if user else False
         if user is None or not ok:
             raise HTTPError(401, "credentials", "invalid")
-        return 200, self.user_body(user, token_for(user["id"], self.secret))
+        async with self.connection() as conn:
+            token, refresh = await self.open_session(conn, request, user["id"])
+        return 200, self.user_body(user, token, refresh)
 
     async def create_article(self, request: Request) -> tuple[int, bytes]:
         data = request.json()

@@ -1,4 +1,4 @@
-"""The ``service`` command: serve, migrate, users, openapi, seed."""
+"""The ``service`` command: serve, migrate, users, openapi, seed, counters, sessions."""
 
 import asyncio
 import getpass
@@ -16,6 +16,8 @@ users_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 counters_app = typer.Typer(help="The maintained counters behind every total (articlesCount, favoritesCount...).")
 app.add_typer(counters_app, name="counters")
+sessions_app = typer.Typer(help="Login sessions (refresh tokens).", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
 
 
 @app.command()
@@ -37,7 +39,7 @@ def serve(
         workers=None if reload else workers,
         reload=reload,
         access_log=False,  # our middleware writes one structured line per request
-        proxy_headers=True,
+        proxy_headers=False,  # the app reads X-Forwarded-For itself, from SERVICE_TRUSTED_PROXIES only
         log_config=None,  # create_app configures logging
     )
 
@@ -103,6 +105,41 @@ def create_user(
         typer.echo(f"{exc.field} {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"created {chosen_role.value} {data.username}")
+
+
+@users_app.command("set-role")
+def set_role(
+    username: Annotated[str, typer.Argument(help="The account to change.")],
+    role: Annotated[str, typer.Argument(help="user, moderator or admin.")],
+) -> None:
+    """Give an account a role (the way back in when no admin is left). The last active admin cannot be demoted;
+    the change is written to the audit log with the actor "system"."""
+    from service.admin import service as admin_service
+    from service.core.db import WRITE_INTENT, build_engine, build_sessionmaker
+    from service.core.errors import AppError
+    from service.users.models import Role
+
+    try:
+        chosen_role = Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
+
+    async def _set() -> str:
+        engine = build_engine(get_settings())
+        try:
+            async with build_sessionmaker(engine.execution_options(**{WRITE_INTENT: True}))() as session:
+                async with session.begin():
+                    user = await admin_service.change_user(session, None, username, role=chosen_role)
+                return user.username
+        finally:
+            await engine.dispose()
+
+    try:
+        changed = asyncio.run(_set())
+    except AppError as exc:
+        typer.echo(f"{exc.field} {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{changed} is now {chosen_role.value}")
 
 
 @app.command()
@@ -229,6 +266,24 @@ def counters_rebuild() -> None:
             await engine.dispose()
 
     typer.echo(f"rebuilt: {asyncio.run(_rebuild())} row(s) corrected")
+
+
+@sessions_app.command("prune")
+def sessions_prune() -> None:
+    """Delete revoked and expired sessions, with their spent refresh tokens (run it daily, e.g. from cron)."""
+    from service.sessions import service as sessions_service
+
+    async def _prune() -> int:
+        from service.core.db import build_engine, build_sessionmaker
+
+        engine = build_engine(get_settings())
+        try:
+            async with build_sessionmaker(engine)() as session, session.begin():
+                return await sessions_service.prune(session)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"pruned: {asyncio.run(_prune())} session(s) deleted")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from service.core.logging import configure_logging
 from service.core.metrics import Metrics
 from service.core.middleware import ServiceMiddleware
 from service.core.openapi import install_openapi
+from service.core.ratelimit import RateLimiter
 from service.ops.router import DOCS_ASSETS, docs_router
 from service.ops.router import router as ops_router
 
@@ -51,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     finally:
         if redis is not None:
             await redis.aclose()
+        await app.state.rate_limiter.aclose()
         await engine.dispose()
         logger.info("service stopped")
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings)  # connects on first use, to Redis when redis_url is set
     register_error_handlers(app)
     install_openapi(app)
     # Each router's routes go into the app's own route list, not app.include_router(router): since FastAPI 0.137 an

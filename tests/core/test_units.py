@@ -18,18 +18,18 @@ SECRET = "s" * 48
 
 
 def test_token_round_trip() -> None:
-    token = create_access_token(42, secret=SECRET, algorithm="HS256", ttl=timedelta(minutes=5))
+    token = create_access_token(42, 1, secret=SECRET, algorithm="HS256", ttl=timedelta(minutes=5))
     claims = decode_access_token(token, secret=SECRET, algorithm="HS256")
     assert claims.user_id == 42
     assert claims.expires_at - claims.issued_at == timedelta(minutes=5)
 
 
 def test_token_expired_and_tampered() -> None:
-    expired = create_access_token(1, secret=SECRET, algorithm="HS256", ttl=timedelta(seconds=-1))
+    expired = create_access_token(1, 1, secret=SECRET, algorithm="HS256", ttl=timedelta(seconds=-1))
     with pytest.raises(Unauthorized) as exc:
         decode_access_token(expired, secret=SECRET, algorithm="HS256")
     assert exc.value.message == "has expired"
-    good = create_access_token(1, secret=SECRET, algorithm="HS256", ttl=timedelta(minutes=1))
+    good = create_access_token(1, 1, secret=SECRET, algorithm="HS256", ttl=timedelta(minutes=1))
     with pytest.raises(Unauthorized) as exc:
         decode_access_token(good[:-2] + "xx", secret=SECRET, algorithm="HS256")
     assert exc.value.message == "is invalid"

@@ -222,14 +222,16 @@ async def test_expired_token(client: AsyncClient, settings: Settings) -> None:
     me = await client.get("/user", headers=auth(user["token"]))
     assert me.status_code == 200
     user_id = int(jwt.get_unverified_claims(user["token"])["sub"])
-    expired = create_access_token(user_id, secret=settings.jwt_secret(), algorithm="HS256", ttl=timedelta(seconds=-10))
+    expired = create_access_token(
+        user_id, 1, secret=settings.jwt_secret(), algorithm="HS256", ttl=timedelta(seconds=-10)
+    )
     response = await client.get("/user", headers=auth(expired))
     assert response.status_code == 401
     assert response.json() == {"errors": {"token": ["has expired"]}}
 
 
 async def test_token_of_unknown_user_is_invalid(client: AsyncClient, settings: Settings) -> None:
-    token = create_access_token(987654321, secret=settings.jwt_secret(), algorithm="HS256", ttl=timedelta(hours=1))
+    token = create_access_token(987654321, 1, secret=settings.jwt_secret(), algorithm="HS256", ttl=timedelta(hours=1))
     response = await client.get("/user", headers=auth(token))
     assert response.status_code == 401
     assert response.json() == {"errors": {"token": ["is invalid"]}}

@@ -20,6 +20,8 @@ Lock order. A transaction that changes counters takes its row locks in this orde
 edits, then ``counters``, then ``tags``, then ``articles.favorites_count``, then ``users``. Two transactions
 then never wait for each other in a cycle (a deadlock), and creating and deleting articles queue on the one
 ``counters`` row, which is held only from the counting statements to the commit.
+A user's deletion (``user_removed``) changes many articles: it locks all of them first, in id order, and takes
+the rows of each later step in id order too.
 
 ``check`` recounts everything from one snapshot and lists differences (no locks); ``rebuild`` does the same under
 table locks that keep writers out (readers go on) and rewrites only the rows that differ.
@@ -113,6 +115,66 @@ async def fans_lost(session: AsyncSession, article_id: int) -> None:
     fans = select(_favorites.c.user_id).where(_favorites.c.article_id == article_id)
     await session.execute(
         update(_users).where(_users.c.id.in_(fans)).values(favorited_count=_users.c.favorited_count - 1)
+    )
+
+
+async def user_removed(session: AsyncSession, user_id: int) -> None:
+    """The user is about to be deleted with everything they made (the caller deletes the ``users`` row next, and
+    the foreign keys cascade to their articles, favorites, comments and follows): take back every count they are
+    part of. Set-based, one statement per counter whatever the number of articles, and in lock order:
+
+    1. the articles that change, in id order: theirs (deleted) and those they favorited (one favorite fewer), so
+       favorites of them in flight finish first and new ones wait, then find the article (or the user) gone;
+    2. ``counters``; 3. ``tags``, in id order; 4. ``articles.favorites_count`` (rows locked in step 1);
+    5. ``users``, in id order: whoever favorited their articles has that many favorites fewer.
+
+    Their own ``users`` row needs no change: it goes. Not covered: writes *by the user being deleted* that race
+    their own deletion (suspend first to stop those: a suspended account's tokens stop at once).
+    """
+    theirs = _articles.c.author_id == user_id
+    their_favorites = select(_favorites.c.article_id).where(_favorites.c.user_id == user_id)
+    await session.execute(
+        select(_articles.c.id)
+        .where(or_(theirs, _articles.c.id.in_(their_favorites)))
+        .order_by(_articles.c.id)
+        .with_for_update()
+    )
+    written = select(func.count()).select_from(_articles).where(theirs).scalar_subquery()
+    await session.execute(
+        update(_counters).where(_counters.c.name == ARTICLES).values(value=_counters.c.value - written)
+    )
+    tagged = article_tags.join(_articles, _articles.c.id == article_tags.c.article_id)
+    tag_ids = (await session.scalars(select(article_tags.c.tag_id).select_from(tagged).where(theirs).distinct())).all()
+    if tag_ids:
+        tagged_by_them = (
+            select(func.count())
+            .select_from(tagged)
+            .where(article_tags.c.tag_id == _tags.c.id, theirs)
+            .scalar_subquery()
+        )
+        await session.execute(
+            update(_tags)
+            .where(_tags_in_lock_order(tag_ids))
+            .values(articles_count=_tags.c.articles_count - tagged_by_them)
+        )
+    await session.execute(
+        update(_articles)
+        .where(_articles.c.id.in_(their_favorites), _articles.c.author_id != user_id)
+        .values(favorites_count=_articles.c.favorites_count - 1)
+    )
+    of_their_articles = _favorites.join(_articles, _articles.c.id == _favorites.c.article_id)
+    fans = select(_favorites.c.user_id).select_from(of_their_articles).where(theirs, _favorites.c.user_id != user_id)
+    in_order = select(_users.c.id).where(_users.c.id.in_(fans)).order_by(_users.c.id).with_for_update(key_share=True)
+    favorited_of_theirs = (
+        select(func.count())
+        .select_from(of_their_articles)
+        .where(_favorites.c.user_id == _users.c.id, theirs)
+        .scalar_subquery()
+    )
+    await session.execute(
+        update(_users)
+        .where(_users.c.id.in_(in_order))
+        .values(favorited_count=_users.c.favorited_count - favorited_of_theirs)
     )
 
 

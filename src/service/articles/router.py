@@ -118,7 +118,7 @@ async def get_article(slug: str, db: ReadDep, viewer: OptionalUser) -> ArticleEn
 async def update_article(
     body: ArticleUpdateEnvelope, viewer: CurrentUser, article: ArticleDep, session: SessionDep
 ) -> ArticleEnvelope:
-    articles_service.ensure_author(article, viewer.id)
+    articles_service.ensure_can_edit(article, viewer)
     await articles_service.update_article(session, article, body.article.model_dump(exclude_unset=True, by_alias=False))
     return to_read(await articles_service.get_view(session, article.slug, viewer.id))
 
@@ -129,9 +129,8 @@ async def update_article(
     summary="Delete an article (its author, a moderator or an admin)",
     responses=error_responses(401, 403, 404),
 )
-async def delete_article(viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> Response:
-    articles_service.ensure_can_delete(article, viewer.id, viewer.role)
-    await articles_service.delete_article(session, article)
+async def delete_article(slug: str, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> Response:
+    await articles_service.delete_article_as(session, article, slug, viewer)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.articles import counters
 from service.articles.models import Article, Counter, Favorite, Tag, article_tags
 from service.articles.slugs import RESERVED, slugify, with_suffix
+from service.audit import service as audit
 from service.core.db import (
     Query,
     Reads,
@@ -43,7 +44,8 @@ from service.core.db import (
 from service.core.errors import Forbidden, NotFound
 from service.profiles.models import Follow
 from service.profiles.service import VIEWER_ID, following
-from service.users.models import STAFF_ROLES, Role, User
+from service.users.models import User
+from service.users.permissions import Action, can_on
 from service.users.service import AuthUser
 
 SLUG_ATTEMPTS = 8
@@ -360,16 +362,25 @@ async def create_article(
     )
 
 
-def ensure_author(article: Article, user_id: int) -> None:
-    """Only the author edits an article."""
-    if article.author_id != user_id:
+def ensure_can_edit(article: Article, user: AuthUser) -> None:
+    """Only the author edits an article, whatever the role (the permission table, users/permissions.py)."""
+    if not can_on(user, article.author_id, own=Action.EDIT_OWN_ARTICLE, other=Action.EDIT_ANY_ARTICLE):
         raise Forbidden("article", "forbidden")
 
 
-def ensure_can_delete(article: ArticleRef, user_id: int, role: Role) -> None:
-    """The author deletes an article, and so may moderators and admins (contract B4)."""
-    if article.author_id != user_id and role not in STAFF_ROLES:
+def ensure_can_delete(article: ArticleRef, user: AuthUser) -> None:
+    """The author deletes an article, and so may moderators and admins (contract B4; users/permissions.py)."""
+    if not can_on(user, article.author_id, own=Action.DELETE_OWN_ARTICLE, other=Action.DELETE_ANY_ARTICLE):
         raise Forbidden("article", "forbidden")
+
+
+async def delete_article_as(session: AsyncSession, article: ArticleRef, slug: str, user: AuthUser) -> None:
+    """``DELETE /articles/{slug}``: by its author, or by a moderator or admin, which the audit log records (in
+    this transaction: no entry without the deletion, no deletion without its entry)."""
+    ensure_can_delete(article, user)
+    await delete_article(session, article)
+    if article.author_id != user.id:
+        audit.record(session, audit.Actor.of(user), "article.delete", f"article:{slug}")
 
 
 async def _replace_tags(session: AsyncSession, article: Article, names: list[str]) -> None:

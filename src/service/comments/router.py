@@ -53,5 +53,5 @@ async def create_comment(
     responses=error_responses(401, 403, 404),
 )
 async def delete_comment(comment_id: str, viewer: CurrentUser, article: ArticleRefDep, session: SessionDep) -> Response:
-    await comments_service.delete_comment(session, article, comment_id, viewer.id, viewer.role)
+    await comments_service.delete_comment(session, article, comment_id, viewer)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

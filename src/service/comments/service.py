@@ -8,11 +8,13 @@ from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.articles.service import ArticleRef
+from service.audit import service as audit
 from service.comments.models import Comment
-from service.core.db import Query, Reads
+from service.core.db import Query, Reads, changed_rows
 from service.core.errors import Forbidden, NotFound
 from service.profiles.service import following
-from service.users.models import STAFF_ROLES, Role, User
+from service.users.models import User
+from service.users.permissions import Action, can_on
 from service.users.service import AuthUser
 
 _comments: Table = Comment.__table__  # type: ignore[assignment]  # a declarative class's table is a Table
@@ -75,13 +77,18 @@ def parse_comment_id(raw: str) -> int:
     return int(raw)
 
 
-async def delete_comment(session: AsyncSession, article: ArticleRef, raw_id: str, user_id: int, role: Role) -> None:
+async def delete_comment(session: AsyncSession, article: ArticleRef, raw_id: str, user: AuthUser) -> None:
+    """By its author, or by a moderator or admin (users/permissions.py), which the audit log records in this
+    transaction."""
     comment_id = parse_comment_id(raw_id)
     author_id = await session.scalar(
         select(Comment.author_id).where(Comment.id == comment_id, Comment.article_id == article.id)
     )
     if author_id is None:  # unknown, or a comment of another article
         raise NotFound("comment", "not found")
-    if author_id != user_id and role not in STAFF_ROLES:
+    if not can_on(user, author_id, own=Action.DELETE_OWN_COMMENT, other=Action.DELETE_ANY_COMMENT):
         raise Forbidden("comment", "forbidden")
-    await session.execute(delete(Comment).where(Comment.id == comment_id))
+    if not await changed_rows(session, delete(Comment).where(Comment.id == comment_id)):
+        raise NotFound("comment", "not found")  # deleted a moment ago by someone else
+    if author_id != user.id:
+        audit.record(session, audit.Actor.of(user), "comment.delete", f"comment:{comment_id}")

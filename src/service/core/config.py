@@ -1,5 +1,6 @@
 """Settings, read once from the environment (prefix ``SERVICE_``) and an optional ``.env`` file."""
 
+import ipaddress
 import json
 import secrets
 from datetime import timedelta
@@ -8,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from limits import RateLimitItem, parse_many
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -15,6 +17,18 @@ VAR_DIR = Path("var")
 DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///./{VAR_DIR}/conduit.db"
 MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "please-change-me"})
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def parse_rate_limit(text: str) -> RateLimitItem:
+    """One limit in the ``limits`` notation (``100/hour``, ``10/15 minutes``, ``5 per minute``), else ValueError."""
+    try:
+        items = parse_many(text)
+    except ValueError:
+        items = []
+    if len(items) != 1 or items[0].amount < 1:
+        raise ValueError(f"invalid rate limit {text!r}: expected one limit such as '100/hour' or '10/15 minutes'")
+    return items[0]
 
 
 class Environment(StrEnum):
@@ -38,9 +52,27 @@ class Settings(BaseSettings):
     database_echo: bool = False
     secret_key: SecretStr | None = None
     access_token_ttl: timedelta = timedelta(hours=24)
+    # A session (B5) ends after this long without a refresh; every refresh moves the end forward.
+    session_ttl: timedelta = timedelta(days=30)
+    # Two refreshes with one token (two tabs) this close together both succeed: the second gets the same new token.
+    refresh_grace: timedelta = timedelta(seconds=10)
+    # How stale a session's lastUsedAt may get before a request writes it again: one write per session this often,
+    # not one per request (a read would otherwise cost a write).
+    session_touch_interval: timedelta = timedelta(minutes=5)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
     redis_url: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Rate limits (B5), in the `limits` notation; counted in Redis when redis_url is set, else in this process.
+    rate_limits_enabled: bool = True
+    rate_limit_login_account_failures: str = "10/15 minutes"  # failed logins per account (lower-cased e-mail)
+    rate_limit_login_address: str = "100/hour"
+    rate_limit_register_address: str = "100/hour"
+    rate_limit_refresh_session: str = "60/hour"
+    # Not in B5: generous, so that many sessions behind one NAT (an office) refreshing hourly are never troubled.
+    rate_limit_refresh_address: str = "600/hour"
+    rate_limit_key_prefix: str = Field(default="conduit", min_length=1)  # Redis keys: one prefix per deployment
+    # Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the reverse proxies in front of the service.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] | None = None
     max_body_size: int = Field(default=1024 * 1024, ge=1024)
@@ -48,7 +80,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         """Accept a JSON list (``["http://a"]``) or a comma-separated string (``http://a,http://b``)."""
@@ -59,11 +91,38 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
-    @field_validator("access_token_ttl", mode="before")
+    @field_validator("access_token_ttl", "session_ttl", "refresh_grace", "session_touch_interval", mode="before")
     @classmethod
     def _seconds(cls, value: Any) -> Any:
         """A plain number is seconds (``3600``); ISO 8601 durations (``PT1H``) work as well."""
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator(
+        "rate_limit_login_account_failures",
+        "rate_limit_login_address",
+        "rate_limit_register_address",
+        "rate_limit_refresh_session",
+        "rate_limit_refresh_address",
+    )
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        parse_rate_limit(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(item, strict=False)) for item in value]
+        except ValueError as exc:
+            raise ValueError(f"trusted proxies must be IP addresses or CIDR networks: {exc}") from None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(f"the Redis URL must start with {', '.join(_REDIS_SCHEMES)}")
+        return value or None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -51,6 +51,15 @@ class Unprocessable(AppError):
     status_code = status.HTTP_422_UNPROCESSABLE_CONTENT
 
 
+class TooManyRequests(AppError):
+    """Rate limited (B3): ``{"errors": {"rate": ["limit exceeded"]}}``, ``Retry-After`` in whole seconds (>= 1)."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate", "limit exceeded", {"Retry-After": str(max(1, retry_after))})
+
+
 class ServiceUnavailable(AppError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 

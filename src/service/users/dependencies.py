@@ -1,7 +1,8 @@
 """Who is calling: the JWT in ``Authorization`` (``Token`` or ``Bearer``) resolved to an active user.
 
 Every dependency here is ``async def``: FastAPI runs a plain ``def`` dependency in the thread pool, a hop that
-costs more than the work. A token costs one indexed statement (the user by primary key), nothing else.
+costs more than the work. A token costs one indexed statement (its session and user, by the session's primary
+key), nothing else.
 """
 
 from typing import Annotated, Any
@@ -9,14 +10,16 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.security.base import SecurityBase
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.config import Settings
-from service.core.db import ReadsDep
-from service.core.errors import Forbidden, Unauthorized, requires_token
+from service.core.db import Database, Reads, ReadsDep, utcnow
+from service.core.errors import Unauthorized, requires_token
 from service.core.logging import user_id_var
 from service.core.security import decode_access_token
+from service.sessions import service as sessions_service
 from service.users import service as users_service
-from service.users.models import Role, UserStatus
+from service.users.models import UserStatus
 from service.users.service import AuthUser
 
 
@@ -54,11 +57,26 @@ class Authentication(SecurityBase):
         claims = decode_access_token(
             parse_authorization(header), secret=settings.jwt_secret(), algorithm=settings.jwt_algorithm
         )
-        user = await users_service.get_auth_user(db, claims.user_id)
-        if user is None or user.status is not UserStatus.ACTIVE:  # deleted or suspended: refused at once
+        user = await users_service.get_auth_user(db, claims.user_id, claims.session_id)
+        # Deleted, suspended, logged out or revoked: refused at once, on every instance (the check is the database).
+        if user is None or user.status is not UserStatus.ACTIVE:
             raise Unauthorized("token", "is invalid")
+        if utcnow() - user.session_used_at > settings.session_touch_interval:
+            await _touch(request, db, user.session_id)
         user_id_var.set(user.id)
         return user
+
+
+async def _touch(request: Request, db: Reads, session_id: int) -> None:
+    """Move the session's lastUsedAt: in a write route's own transaction, else in a short one of its own (a read
+    route's connection does not commit). Throttled by the caller to once per ``session_touch_interval``."""
+    if isinstance(db, AsyncSession):
+        await sessions_service.touch(db, session_id)
+        return
+    database: Database = request.state.database
+    async with database.writer() as session:
+        await sessions_service.touch(session, session_id)
+        await session.commit()
 
 
 def parse_authorization(header: str) -> str:
@@ -78,17 +96,4 @@ OPTIONAL_AUTH: dict[str, Any] = {"security": [{}]}
 
 CurrentUser = Annotated[AuthUser, Depends(current_user)]
 OptionalUser = Annotated[AuthUser | None, Depends(optional_user)]
-
-
-class RequireRole:
-    def __init__(self, *allowed: Role) -> None:
-        self.allowed = frozenset(allowed)
-
-    async def __call__(self, user: CurrentUser) -> AuthUser:
-        if user.role not in self.allowed:  # read from the DB row: a demotion applies on the next request
-            raise Forbidden("role", "forbidden")
-        return user
-
-
-StaffUser = Annotated[AuthUser, Depends(RequireRole(Role.MODERATOR, Role.ADMIN))]
-AdminUser = Annotated[AuthUser, Depends(RequireRole(Role.ADMIN))]
+# Roles: users/permissions.py (the permission table and its ``require(...)`` dependencies).

@@ -13,10 +13,6 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-# Moderation (contract B4): besides its author, who may delete any article or comment.
-STAFF_ROLES = frozenset({Role.MODERATOR, Role.ADMIN})
-
-
 class UserStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
@@ -53,3 +49,4 @@ class User(Base):
 # Unique case-insensitively: "Jake" and "jake" are one account name, as are e-mails differing only in case.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 Index("uq_users_email_lower", func.lower(User.email), unique=True)
+Index("ix_users_created_at_id", User.created_at, User.id)  # the admin API lists users newest first

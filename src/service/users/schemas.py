@@ -4,7 +4,7 @@ from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from service.core.schemas import CamelModel, PartialUpdate, RequestModel, empty_to_none, reject_blank
+from service.core.schemas import CamelModel, PartialUpdate, RequestModel, Timestamp, empty_to_none, reject_blank
 from service.users.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -79,3 +79,30 @@ class UserRead(CamelModel):
 
 class UserEnvelope(CamelModel):
     user: UserRead
+
+
+class SessionUserRead(UserRead):
+    """The user object of register, login and refresh: also the session's refresh token (B5), shown only here."""
+
+    refresh_token: str
+
+
+class SessionUserEnvelope(CamelModel):
+    user: SessionUserRead
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: Annotated[str, Field(max_length=200), BeforeValidator(reject_blank)]
+
+
+class SessionRead(CamelModel):
+    id: int
+    created_at: Timestamp
+    last_used_at: Timestamp
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class SessionsEnvelope(CamelModel):
+    sessions: list[SessionRead]

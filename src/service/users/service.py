@@ -1,15 +1,17 @@
 """Accounts: registration, credentials, profile updates. All SQL for users lives here."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.db import Query, Reads, later_than
+from service.core.db import Query, Reads, later_than, utcnow
 from service.core.errors import Conflict, Forbidden, Unauthorized
 from service.core.security import hash_password, verify_password
+from service.sessions.models import UserSession
 from service.users.models import Role, User, UserStatus
 
 TAKEN = "has already been taken"
@@ -28,22 +30,43 @@ class AuthUser:
     image: str | None
     role: Role
     status: UserStatus
+    session_id: int  # the session the access token belongs to (B5)
+    session_used_at: datetime  # when that session was last recorded as used
 
 
-# Built once: the statement every authenticated request runs (a primary-key lookup, read as a plain row: no ORM).
+_sessions: Table = UserSession.__table__  # type: ignore[assignment]
+
+# Built once: the statement every authenticated request runs. The session and its user together, by the session's
+# primary key: one indexed lookup answers "is this token's session still open, and who is it" (revoked sessions
+# are filtered here, expiry is checked by the caller). Read as a plain row: no ORM.
 _AUTH_USER = Query(
     select(
-        _users.c.id, _users.c.username, _users.c.email, _users.c.bio, _users.c.image, _users.c.role, _users.c.status
-    ).where(_users.c.id == bindparam("user_id"))
+        _users.c.id,
+        _users.c.username,
+        _users.c.email,
+        _users.c.bio,
+        _users.c.image,
+        _users.c.role,
+        _users.c.status,
+        _sessions.c.id,
+        _sessions.c.last_used_at,
+        _sessions.c.expires_at,
+    )
+    .join(_users, _users.c.id == _sessions.c.user_id)
+    .where(_sessions.c.id == bindparam("session_id"), _sessions.c.user_id == bindparam("user_id"))
+    .where(_sessions.c.revoked_at.is_(None))
 )
 
 
-async def get_auth_user(db: Reads, user_id: int) -> AuthUser | None:
-    row = await _AUTH_USER.first(db, user_id=user_id)
+async def get_auth_user(db: Reads, user_id: int, session_id: int) -> AuthUser | None:
+    """The token's user, if its session is open (neither revoked nor expired); None otherwise."""
+    row = await _AUTH_USER.first(db, user_id=user_id, session_id=session_id)
     if row is None:
         return None
-    user_id, username, email, bio, image, role, status = row
-    return AuthUser(user_id, username, email, bio, image, Role(role), UserStatus(status))
+    user_id, username, email, bio, image, role, status, session_id, used_at, expires_at = row
+    if expires_at <= utcnow():
+        return None
+    return AuthUser(user_id, username, email, bio, image, Role(role), UserStatus(status), session_id, used_at)
 
 
 async def get_by_id(session: AsyncSession, user_id: int) -> User | None:
