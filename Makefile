@@ -22,14 +22,17 @@ install: $(BIN)/.installed ## Create .venv with the pinned (hashed) dependencies
 run: install ## Migrate and serve the API on http://127.0.0.1:8000 (SQLite file in ./var unless SERVICE_DATABASE_URL says otherwise)
 	$(BIN)/service migrate && $(BIN)/service serve
 
+# One pytest worker per core (pytest-xdist): each has its own databases, so tests stay isolated.
+TEST_WORKERS ?= auto
+
 test: install ## Run the whole suite on SQLite and PostgreSQL, with the branch-coverage gate
-	$(BIN)/pytest --cov --cov-report=term $(ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --cov --cov-report=term $(ARGS)
 
 test-sqlite: install ## Only the SQLite half of the suite
-	SERVICE_TEST_DATABASES=sqlite $(BIN)/pytest $(ARGS)
+	SERVICE_TEST_DATABASES=sqlite $(BIN)/pytest -n $(TEST_WORKERS) $(ARGS)
 
 test-postgres: install ## Only the PostgreSQL half of the suite
-	SERVICE_TEST_DATABASES=postgresql $(BIN)/pytest $(ARGS)
+	SERVICE_TEST_DATABASES=postgresql $(BIN)/pytest -n $(TEST_WORKERS) $(ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
