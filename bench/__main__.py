@@ -15,6 +15,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (``--admin-url``) and wrk. Results: ``bench/r
 """
 
 import argparse
+import importlib.util
 import re
 import signal
 import sys
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         re.compile(args.only or "")
     except re.error as exc:
         parser.error(f"--only: {exc}")
+    if importlib.util.find_spec("matplotlib") is None:  # the chart is drawn at the very end: say so before the run
+        parser.error("matplotlib is missing: pip install --require-hashes -r requirements-bench.txt (make bench does)")
     if args.compare is not None and not args.compare.is_file():
         parser.error(f"--compare: no such file {args.compare}")
     connections = args.connections or DEFAULT_CONNECTIONS[args.scale]
