@@ -18,6 +18,7 @@ from service.admin.service import UserView
 from service.audit import service as audit_service
 from service.core.db import ReadDep, SessionDep
 from service.core.errors import error_responses
+from service.core.paging import Limit, Offset
 from service.core.schemas import empty_to_none, timestamp
 from service.users.models import Role, UserStatus
 from service.users.permissions import Action, require
@@ -32,8 +33,6 @@ UserRemover = Annotated[AuthUser, Depends(require(Action.DELETE_USER))]
 AuditReader = Annotated[AuthUser, Depends(require(Action.READ_AUDIT_LOG))]
 
 # The same paging rules as the article list (B2).
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
 
 def to_read(user: UserView) -> AdminUserRead:

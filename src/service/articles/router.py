@@ -16,14 +16,12 @@ from service.articles.schemas import (
 from service.articles.service import ArticleView
 from service.core.db import ReadDep, SessionDep
 from service.core.errors import error_responses
+from service.core.paging import Limit, Offset
 from service.core.schemas import timestamp
 from service.profiles.schemas import ProfileRead
 from service.users.dependencies import OPTIONAL_AUTH, CurrentUser, OptionalUser
 
 router = APIRouter(prefix="/api", tags=["articles"])
-
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size (1-100).")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
 
 def _author(view: ArticleView) -> ProfileRead:
