@@ -127,7 +127,10 @@ async def revoke(session: AsyncSession, user_id: int, *, only: int | None = None
 
 async def revoke_one(session: AsyncSession, user_id: int, raw_id: str) -> None:
     """``DELETE /user/sessions/{id}``: one of the caller's active sessions, else 404 (someone else's included)."""
-    if not raw_id.isdecimal() or not await revoke(session, user_id, only=int(raw_id)):
+    # ASCII digits that fit a BIGINT (as comment ids): a longer number names no session, and the driver would refuse it.
+    if not (raw_id.isascii() and raw_id.isdigit()) or len(raw_id) > 18:
+        raise NotFound("session", "not found")
+    if not await revoke(session, user_id, only=int(raw_id)):
         raise NotFound("session", "not found")
 
 
