@@ -90,7 +90,7 @@ def create_user(
         raise typer.Exit(2) from None
 
     async def _create() -> None:
-        engine = build_engine(get_settings())
+        engine = build_engine(get_settings(), serving=False)
         try:
             async with build_sessionmaker(engine)() as session, session.begin():
                 await users_service.create_user(
@@ -125,7 +125,7 @@ def set_role(
         raise typer.BadParameter(f"role must be one of {', '.join(r.value for r in Role)}") from None
 
     async def _set() -> str:
-        engine = build_engine(get_settings())
+        engine = build_engine(get_settings(), serving=False)
         try:
             async with build_sessionmaker(engine.execution_options(**{WRITE_INTENT: True}))() as session:
                 async with session.begin():
@@ -201,7 +201,7 @@ def seed(
     console = Console()
 
     async def _seed() -> seeding.SeedReport:
-        engine = build_engine(settings)
+        engine = build_engine(settings, serving=False)
         try:
             return await seeding.seed(engine, options, progress=not quiet and console.is_terminal, console=console)
         finally:
@@ -225,7 +225,7 @@ def counters_check(
     async def _check() -> list[counters.Difference]:
         from service.core.db import build_engine
 
-        engine = build_engine(get_settings())
+        engine = build_engine(get_settings(), serving=False)
         try:
             async with engine.connect() as conn:
                 if conn.dialect.name == "postgresql":  # one snapshot for every recount and every stored value
@@ -257,7 +257,7 @@ def counters_rebuild() -> None:
     async def _rebuild() -> int:
         from service.core.db import WRITE_INTENT, build_engine
 
-        engine = build_engine(get_settings())
+        engine = build_engine(get_settings(), serving=False)
         try:
             async with engine.execution_options(**{WRITE_INTENT: True}).begin() as conn:
                 await counters.lock_for_recount(conn)
@@ -276,7 +276,7 @@ def sessions_prune() -> None:
     async def _prune() -> int:
         from service.core.db import build_engine, build_sessionmaker
 
-        engine = build_engine(get_settings())
+        engine = build_engine(get_settings(), serving=False)
         try:
             async with build_sessionmaker(engine)() as session, session.begin():
                 return await sessions_service.prune(session)

@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import re
 import secrets
 from datetime import timedelta
 from enum import StrEnum
@@ -18,6 +19,7 @@ DEFAULT_DATABASE_URL = f"sqlite+aiosqlite:///./{VAR_DIR}/conduit.db"
 MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "please-change-me"})
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_SECONDS = re.compile(r"\d+(\.\d+)?")
 
 
 def parse_rate_limit(text: str) -> RateLimitItem:
@@ -50,6 +52,22 @@ class Settings(BaseSettings):
     # after it (measured: most of a request's CPU went into connecting); waiting for a pooled one is cheaper.
     database_max_overflow: int = Field(default=0, ge=0)
     database_echo: bool = False
+    # Under faults (README "Under faults"): every wait on the database is bounded, and past the bound the client gets
+    # 503 database unavailable with Retry-After. The timeouts are PostgreSQL's; SQLite waits for its one writer's
+    # lock up to its busy timeout (5 s) instead. 0 turns a statement, lock or command timeout off.
+    database_connect_timeout: timedelta = timedelta(seconds=5)  # opening a connection: TCP, TLS, authentication
+    database_pool_timeout: timedelta = timedelta(seconds=5)  # waiting for a pooled connection when all are in use
+    # Server-side: PostgreSQL cancels the statement (57014) and the connection stays usable.
+    database_statement_timeout: timedelta = timedelta(seconds=10)
+    # Server-side, waiting for a lock (55P03). The longest legitimate wait here is the queue on the `counters` row
+    # (held for milliseconds by each writer) or a `counters rebuild` (a few seconds at a million articles); a
+    # short bound frees the pooled connections of requests stuck behind one locked table.
+    database_lock_timeout: timedelta = timedelta(seconds=5)
+    # Client-side (asyncpg), for a server that stops answering (paused, partitioned): it sends nothing, so only the
+    # client can give up. Above the statement timeout, so a merely slow statement is cancelled by the server first.
+    database_command_timeout: timedelta = timedelta(seconds=15)
+    database_retry_after: int = Field(default=5, ge=1)  # seconds, the Retry-After of a 503 database unavailable
+    readiness_timeout: timedelta = timedelta(seconds=2)  # /health/ready answers within this, on its own connection
     secret_key: SecretStr | None = None
     access_token_ttl: timedelta = timedelta(hours=24)
     # A session (B5) ends after this long without a refresh; every refresh moves the end forward.
@@ -91,11 +109,39 @@ class Settings(BaseSettings):
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
-    @field_validator("access_token_ttl", "session_ttl", "refresh_grace", "session_touch_interval", mode="before")
+    @field_validator(
+        "access_token_ttl",
+        "session_ttl",
+        "refresh_grace",
+        "session_touch_interval",
+        "database_connect_timeout",
+        "database_pool_timeout",
+        "database_statement_timeout",
+        "database_lock_timeout",
+        "database_command_timeout",
+        "readiness_timeout",
+        mode="before",
+    )
     @classmethod
     def _seconds(cls, value: Any) -> Any:
-        """A plain number is seconds (``3600``); ISO 8601 durations (``PT1H``) work as well."""
-        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+        """A plain number is seconds (``3600``, ``0.5``); ISO 8601 durations (``PT1H``) work as well."""
+        if isinstance(value, str) and _SECONDS.fullmatch(value.strip()):
+            return float(value)
+        return value
+
+    @field_validator("database_connect_timeout", "database_pool_timeout", "readiness_timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration")
+        return value
+
+    @field_validator("database_statement_timeout", "database_lock_timeout", "database_command_timeout")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError("must be a duration of 0 (no timeout) or more")
+        return value
 
     @field_validator(
         "rate_limit_login_account_failures",

@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -10,17 +10,19 @@ from typing import Annotated, Any, cast
 import orjson
 from fastapi import Depends, Request
 from sqlalchemy import BigInteger, Connection, DateTime, Dialect, Integer, MetaData, Select, String, event
-from sqlalchemy.engine import CursorResult, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import CursorResult, ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from service.core.config import Settings
+from service.core.db_health import DatabaseHealth, DatabaseProbe, classify
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -116,6 +118,37 @@ def configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE_INTENT) else "BEGIN")
 
 
+def configure_postgresql(engine: AsyncEngine) -> None:
+    """Never hand out, or pool again, a connection the server has closed or that may still be busy."""
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _refuse_closed(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        # Instead of pool_pre_ping (a round trip, with BEGIN/ROLLBACK, on every checkout): asyncpg marks a connection
+        # closed as soon as the server's goodbye (or its socket's end) arrives, which after a restart is every pooled
+        # one. Refused here, the pool opens a fresh one, so the first request after the database returns succeeds.
+        # This connection only, not the whole pool: the others are checked the same way when their turn comes.
+        if dbapi_conn.driver_connection.is_closed():
+            raise DisconnectionError("closed by the server while pooled")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _drop_lost(context: ExceptionContext) -> None:
+        # SQLAlchemy's asyncpg dialect calls a connection lost only once asyncpg has seen it close, which a FATAL
+        # shutdown error (57P01) precedes, and never after a client-side timeout, whose command may still run.
+        failure = classify(context.original_exception)
+        if failure is None or not failure.drop_connection:
+            return
+        connection = context.connection
+        if failure.kind == "timeout" and connection is not None and not connection.invalidated:
+            # Abort the socket now: invalidation would first try a graceful close, which waits (up to 2 s) for a
+            # server that is not answering.
+            driver: Any = connection.connection.driver_connection  # an asyncpg.Connection
+            driver.terminate()
+        context.is_disconnect = True
+        # A server that closed the connection has usually closed them all (restart, failover): let older pooled ones
+        # go too. A timeout says nothing about the other connections.
+        context.invalidate_pool_on_disconnect = failure.kind == "connection"
+
+
 def create_engine_for(url: str, **kwargs: Any) -> AsyncEngine:
     """The one place that builds an engine, so the app, Alembic, the CLI and tests get the same dialect setup."""
     if url.startswith("sqlite"):
@@ -123,10 +156,40 @@ def create_engine_for(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         configure_sqlite(engine)
         return engine
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    configure_postgresql(engine)
+    return engine
 
 
-def build_engine(settings: Settings) -> AsyncEngine:
+def _seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def _milliseconds(value: timedelta) -> str:
+    return str(max(1, round(value.total_seconds() * 1000)))
+
+
+def postgresql_connect_args(settings: Settings, *, serving: bool = True) -> dict[str, Any]:
+    """asyncpg's arguments: a bounded connect, and for serving requests bounded statements, lock waits and commands
+    (config.py says why each). server_settings travel in the startup packet: no extra round trip."""
+    args: dict[str, Any] = {"timeout": _seconds(settings.database_connect_timeout)}
+    if not serving:
+        return args
+    if settings.database_command_timeout:
+        args["command_timeout"] = _seconds(settings.database_command_timeout)
+    server: dict[str, str] = {}
+    if settings.database_statement_timeout:
+        server["statement_timeout"] = _milliseconds(settings.database_statement_timeout)
+    if settings.database_lock_timeout:
+        server["lock_timeout"] = _milliseconds(settings.database_lock_timeout)
+    if server:
+        args["server_settings"] = server
+    return args
+
+
+def build_engine(settings: Settings, *, serving: bool = True) -> AsyncEngine:
+    """The engine for requests; ``serving=False`` (the CLI: migrations, seeding, recounts) keeps only the connect
+    timeout, since an operator's long statement is not a stuck request."""
     # hide_parameters: a logged database error shows the SQL, never the values (e-mails, bodies, hashes).
     if settings.is_sqlite:
         return create_engine_for(settings.database_url, echo=settings.database_echo, hide_parameters=True)
@@ -136,9 +199,29 @@ def build_engine(settings: Settings) -> AsyncEngine:
         hide_parameters=True,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        # No pool_pre_ping: it costs a round trip (with BEGIN/ROLLBACK) on every checkout. A connection the server
-        # dropped fails its first statement as a disconnect, which invalidates every older pooled connection.
+        pool_timeout=_seconds(settings.database_pool_timeout),
+        connect_args=postgresql_connect_args(settings, serving=serving),
+        # No pool_pre_ping: configure_postgresql refuses closed connections at checkout without a round trip.
     )
+
+
+def build_probe(settings: Settings) -> DatabaseProbe:
+    """Readiness's own engine: one connection (PostgreSQL) that no request uses, every wait bounded by the
+    readiness timeout, so a busy request pool never delays the answer."""
+    timeout = _seconds(settings.readiness_timeout)
+    if settings.is_sqlite:  # no server, no pool to queue behind: open the file for each check
+        engine = create_engine_for(settings.database_url, poolclass=NullPool)
+        return DatabaseProbe(engine.connect, timeout, dispose=engine.dispose)
+    engine = create_engine_for(
+        settings.database_url,
+        hide_parameters=True,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")  # SELECT 1 alone, no BEGIN/ROLLBACK
+    return DatabaseProbe(reader.connect, timeout, dispose=engine.dispose)
 
 
 # What a read needs: a connection (read routes have no session; ORM objects buy a read nothing), or the request's
@@ -152,15 +235,17 @@ class Database:
 
     writer: async_sessionmaker[AsyncSession]  # write routes: one transaction, committed before the response
     reader: Callable[[], AbstractAsyncContextManager[AsyncConnection]]  # read routes (GET, HEAD): nothing to commit
+    health: DatabaseHealth = field(default_factory=DatabaseHealth)  # failures counted, each burst logged once
+    probe: DatabaseProbe | None = None  # readiness's own connection; None: readiness checks through ``reader``
 
 
-def build_database(engine: AsyncEngine) -> Database:
+def build_database(engine: AsyncEngine, probe: DatabaseProbe | None = None) -> Database:
     writer = async_sessionmaker(engine, expire_on_commit=False)  # responses read attributes after commit
     if engine.dialect.name != "postgresql":
-        return Database(writer, engine.connect)  # SQLite: a read transaction is free (no server, no round trip)
+        return Database(writer, engine.connect, probe=probe)  # SQLite: a read transaction is free (no round trip)
     # PostgreSQL: reads in autocommit send no BEGIN and no COMMIT, two of a read's three round trips. READ
     # COMMITTED gives each statement its own snapshot anyway, so a transaction would make no read more consistent.
-    return Database(writer, engine.execution_options(isolation_level="AUTOCOMMIT").connect)
+    return Database(writer, engine.execution_options(isolation_level="AUTOCOMMIT").connect, probe=probe)
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -177,6 +262,7 @@ async def get_db(request: Request) -> AsyncIterator[Reads]:
     if request.method in _READ_ONLY_METHODS:
         async with database.reader() as connection:
             yield connection
+        database.health.answered()  # ends a burst of failures, if there was one
         return
     async with database.writer() as session:
         await session.connection(execution_options={WRITE_INTENT: True})
@@ -186,6 +272,7 @@ async def get_db(request: Request) -> AsyncIterator[Reads]:
         except BaseException:
             await session.rollback()
             raise
+    database.health.answered()
 
 
 # scope="function": the commit runs before the response is sent, so a failed commit becomes an error response.
@@ -233,12 +320,17 @@ class Query:
         try:
             rows: Sequence[Any] = await driver.fetch(sql, *args)
         except Exception as error:
-            # What SQLAlchemy would raise: a DBAPIError, its connection invalidated if the server is gone (the
-            # error handlers turn that into a 503, and the pool drops the dead connection).
-            lost = driver.is_closed()
+            # What SQLAlchemy would raise: a DBAPIError, its connection invalidated if the server is gone or the
+            # command timed out on the client (configure_postgresql's rule); the error handlers decide the status.
+            failure = classify(error)
+            lost = driver.is_closed() or (failure is not None and failure.drop_connection)
             if lost:
+                if not driver.is_closed():
+                    driver.terminate()  # at once: a graceful close would wait for a server that may not answer
                 await connection.invalidate()
-            raise DBAPIError.instance(sql, args, error, Exception, connection_invalidated=lost) from error
+            raise DBAPIError.instance(
+                sql, args, error, Exception, hide_parameters=True, connection_invalidated=lost
+            ) from error
         return rows
 
     async def first(self, db: Reads, **params: Any) -> Any:

@@ -9,9 +9,12 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+
+from service.core.db_health import DatabaseHealth, classify, raised_by_database
 
 logger = logging.getLogger(__name__)
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -242,20 +245,28 @@ def register_error_handlers(app: FastAPI) -> None:
             return error_response(401, "token", "is missing", headers)
         return error_response(exc.status_code, "request", INVALID, headers)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(ConnectionError)
-    @app.exception_handler(TimeoutError)
-    async def handle_database_down(request: Request, exc: Exception) -> JSONResponse:
-        cause = getattr(exc, "orig", None) or exc  # the driver's own error says locked, refused, timed out...
-        logger.error("database unavailable", extra={"error": type(cause).__name__, "detail": str(cause)[:200]})
-        return error_response(503, "database", "unavailable", {"Retry-After": "5"})
-
+    # Every error a database can raise reaches this one handler: SQLAlchemy's (the driver's, wrapped), the pool's
+    # checkout timeout, and the OSErrors (TimeoutError, ConnectionError...) a driver raises unwrapped on connect or
+    # on a client-side timeout. db_health.classify decides; whatever it does not know is a bug: re-raised, it becomes
+    # the 500 envelope, logged with its traceback by the middleware.
     @app.exception_handler(DBAPIError)
-    async def handle_dbapi_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated:
-            logger.error("database connection lost", extra={"error": type(exc.orig).__name__})
-            return error_response(503, "database", "unavailable", {"Retry-After": "5"})
-        raise exc
+    @app.exception_handler(PoolTimeoutError)
+    @app.exception_handler(OSError)
+    async def handle_database_error(request: Request, exc: Exception) -> JSONResponse:
+        failure = classify(exc)
+        if failure is None or (isinstance(exc, OSError) and not raised_by_database(exc)):
+            raise exc
+        _health(request).failed(failure)  # logged once per burst, counted otherwise; never a traceback
+        retry_after = str(request.app.state.settings.database_retry_after)
+        return error_response(503, "database", "unavailable", {"Retry-After": retry_after})
+
+
+_UNTRACKED = DatabaseHealth()  # for an app without the lifespan's database state (no request can reach one then)
+
+
+def _health(request: Request) -> DatabaseHealth:
+    health = getattr(getattr(request.state, "database", None), "health", None)
+    return health if isinstance(health, DatabaseHealth) else _UNTRACKED
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -96,6 +96,9 @@ def logging_config(settings: Settings) -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True, "level": settings.log_level},
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             "sqlalchemy.engine": {"level": "INFO" if settings.database_echo else "WARNING"},
+            # The pool says at INFO each connection it drops after an outage (db.configure_postgresql): one burst
+            # line is enough (core/db_health.py).
+            "sqlalchemy.pool": {"level": "INFO" if settings.database_echo else "WARNING"},
         },
     }
 

@@ -12,9 +12,10 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagge
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
 
+from service.core.config import Settings
 from service.core.db import Database
+from service.core.db_health import DatabaseProbe, describe
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,6 @@ router = APIRouter(tags=["ops"])
 
 # Swagger UI and ReDoc ship inside the fastapi-offline wheel: /docs works with no internet access.
 DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
-READY_TIMEOUT_S = 2.0
 REDOC_CDN_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
 
 
@@ -43,18 +43,23 @@ async def live() -> Health:
 )
 async def ready(request: Request) -> Response:
     database: Database = request.state.database
+    settings: Settings = request.app.state.settings
+    timeout = settings.readiness_timeout.total_seconds()
+    # The lifespan's probe has a connection of its own; without one (an app served without its lifespan) the check
+    # goes through the request pool.
+    probe = database.probe or DatabaseProbe(database.reader, timeout)
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(READY_TIMEOUT_S), database.reader() as connection:
-            await connection.execute(text("SELECT 1"))
+        await probe.check()
+        database.health.answered()
         checks["database"] = "ok"
     except Exception as exc:
-        logger.warning("readiness: database unreachable", extra={"error": type(exc).__name__})
+        database.health.failed(describe(exc))  # counted with the requests' failures: one log line per burst
         checks["database"] = "unavailable"
     redis = getattr(request.state, "redis", None)
     if redis is not None:
         try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
+            async with asyncio.timeout(timeout):
                 await redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
@@ -62,7 +67,7 @@ async def ready(request: Request) -> Response:
             checks["redis"] = "unavailable"
     ok = all(value == "ok" for value in checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
-    headers = {} if ok else {"Retry-After": "5"}
+    headers = {} if ok else {"Retry-After": str(settings.database_retry_after)}
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503, headers=headers)
 
 
