@@ -28,18 +28,20 @@ def _clean_tags(value: Any) -> Any:
     return tags
 
 
-Title = Annotated[str, Field(max_length=255, examples=["How to train your dragon"]), BeforeValidator(reject_blank)]
-Description = Annotated[str, Field(max_length=1000, examples=["Ever wonder how?"]), BeforeValidator(reject_blank)]
-Body = Annotated[str, Field(max_length=100_000, examples=["You have to believe"]), BeforeValidator(reject_blank)]
+Title = Annotated[
+    str, Field(min_length=1, max_length=255, examples=["How to train your dragon"]), BeforeValidator(reject_blank)
+]
+Description = Annotated[
+    str, Field(min_length=1, max_length=1000, examples=["Ever wonder how?"]), BeforeValidator(reject_blank)
+]
+Body = Annotated[
+    str, Field(min_length=1, max_length=100_000, examples=["You have to believe"]), BeforeValidator(reject_blank)
+]
 TagList = Annotated[
     list[Annotated[str, Field(max_length=TAG_MAX_LENGTH)]],
     BeforeValidator(_clean_tags),
     Field(max_length=MAX_TAGS, examples=[["dragons", "training"]]),
 ]
-
-
-def _null_to_empty(value: Any) -> Any:
-    return [] if value is None else value
 
 
 def _reject_null(value: Any) -> Any:
@@ -49,10 +51,12 @@ def _reject_null(value: Any) -> Any:
 
 
 class ArticleCreate(RequestModel):
+    """``tagList`` is optional: absent means no tags; ``null`` is refused (422 ``is invalid``), as on update."""
+
     title: Title
     description: Description
     body: Body
-    tag_list: Annotated[TagList, BeforeValidator(_null_to_empty)] = Field(default_factory=list)
+    tag_list: TagList = Field(default_factory=list)
 
 
 class ArticleUpdate(PartialUpdate):

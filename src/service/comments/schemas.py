@@ -7,7 +7,9 @@ from service.profiles.schemas import ProfileRead
 
 
 class CommentCreate(RequestModel):
-    body: Annotated[str, Field(max_length=10_000, examples=["Thank you so much!"]), BeforeValidator(reject_blank)]
+    body: Annotated[
+        str, Field(min_length=1, max_length=10_000, examples=["Thank you so much!"]), BeforeValidator(reject_blank)
+    ]
 
 
 class CommentCreateEnvelope(RequestModel):

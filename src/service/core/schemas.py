@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, WithJsonSchema, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 from pydantic_core import PydanticCustomError
 
 from service.core.db import storable_text
@@ -34,8 +35,17 @@ class RequestModel(CamelModel):
         return value
 
 
+def _one_field_at_least(schema: JsonDict) -> None:
+    """The schema says what ``_at_least_one_field`` enforces: without it ``{}`` reads as a valid update."""
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        schema["anyOf"] = [{"required": [name]} for name in properties]
+
+
 class PartialUpdate(RequestModel):
     """An update: any subset of the fields, but at least one (``{}`` is ``can't be blank`` on the envelope key)."""
+
+    model_config = ConfigDict(json_schema_extra=_one_field_at_least)
 
     @model_validator(mode="before")
     @classmethod

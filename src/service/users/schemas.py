@@ -8,6 +8,9 @@ from service.core.schemas import CamelModel, PartialUpdate, RequestModel, Timest
 from service.users.models import Role
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+# What the image field accepts, stated in the schema too: blank (stored as null, A4; str.strip() also strips
+# \x1c-\x1f, which \s leaves out) or a web URL, as _http_url checks (JSON Schema has no case-insensitive flag).
+IMAGE_URL_PATTERN = r"^[\s\x1c-\x1f]*$|^[Hh][Tt][Tt][Pp][Ss]?://"
 
 
 def _http_url(value: str | None) -> str | None:
@@ -26,7 +29,13 @@ Email = Annotated[EmailStr, Field(max_length=254, examples=["jake@jake.jake"]), 
 Password = Annotated[str, Field(min_length=8, max_length=256, examples=["jakejakejake"]), BeforeValidator(reject_blank)]
 Bio = Annotated[Annotated[str, Field(max_length=2000)] | None, BeforeValidator(empty_to_none)]
 ImageUrl = Annotated[
-    Annotated[str, Field(max_length=2000, examples=["https://api.realworld.io/images/smiley-cyrus.jpg"])] | None,
+    Annotated[
+        str,
+        Field(
+            max_length=2000, pattern=IMAGE_URL_PATTERN, examples=["https://api.realworld.io/images/smiley-cyrus.jpg"]
+        ),
+    ]
+    | None,
     BeforeValidator(empty_to_none),
     AfterValidator(_http_url),
 ]
@@ -39,8 +48,12 @@ class UserCreate(RequestModel):
 
 
 class UserLogin(RequestModel):
-    email: Annotated[str, Field(max_length=254, examples=["jake@jake.jake"]), BeforeValidator(reject_blank)]
-    password: Annotated[str, Field(max_length=256, examples=["jakejakejake"]), BeforeValidator(reject_blank)]
+    email: Annotated[
+        str, Field(min_length=1, max_length=254, examples=["jake@jake.jake"]), BeforeValidator(reject_blank)
+    ]
+    password: Annotated[
+        str, Field(min_length=1, max_length=256, examples=["jakejakejake"]), BeforeValidator(reject_blank)
+    ]
 
 
 class UserUpdate(PartialUpdate):
@@ -92,7 +105,7 @@ class SessionUserEnvelope(CamelModel):
 
 
 class RefreshRequest(RequestModel):
-    refresh_token: Annotated[str, Field(max_length=200), BeforeValidator(reject_blank)]
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(reject_blank)]
 
 
 class SessionRead(CamelModel):
