@@ -6,7 +6,7 @@ UV := $(shell command -v uv 2>/dev/null)
 export UV_PYTHON_DOWNLOADS := never
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-sqlite test-postgres lint fmt typecheck migrate revision check containers seed openapi bench clean
+.PHONY: help install run test test-sqlite test-postgres fuzz lint fmt typecheck migrate revision check containers seed openapi bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-sqlite: install ## Only the SQLite half of the suite
 
 test-postgres: install ## Only the PostgreSQL half of the suite
 	SERVICE_TEST_DATABASES=postgresql $(BIN)/pytest -n $(TEST_WORKERS) $(ARGS)
+
+fuzz: install ## Schemathesis against our OpenAPI document: every operation, anonymous and with a token, fixed seed
+	$(BIN)/pytest -m fuzz -n $(TEST_WORKERS) --dist loadgroup tests/fuzz $(ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
