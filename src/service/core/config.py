@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from limits import RateLimitItem, parse_many
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VAR_DIR = Path("var")
@@ -40,7 +40,8 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SERVICE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a settings error must not print the values it was given (the secret key among them).
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     environment: Environment = Environment.DEVELOPMENT
     database_url: str = DEFAULT_DATABASE_URL
@@ -69,6 +70,8 @@ class Settings(BaseSettings):
     database_retry_after: int = Field(default=5, ge=1)  # seconds, the Retry-After of a 503 database unavailable
     readiness_timeout: timedelta = timedelta(seconds=2)  # /health/ready answers within this, on its own connection
     secret_key: SecretStr | None = None
+    # The key read from this file instead (a mounted Kubernetes or Docker secret), so it is in no environment.
+    secret_key_file: Path | None = None
     access_token_ttl: timedelta = timedelta(hours=24)
     # A session (B5) ends after this long without a refresh; every refresh moves the end forward.
     session_ttl: timedelta = timedelta(days=30)
@@ -176,6 +179,22 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _read_secret_key_file(self) -> "Settings":
+        if self.secret_key_file is None:
+            return self
+        if self.secret_key is not None:
+            raise ValueError("set SERVICE_SECRET_KEY or SERVICE_SECRET_KEY_FILE, not both")
+        try:
+            value = self.secret_key_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+            raise ValueError(f"SERVICE_SECRET_KEY_FILE {self.secret_key_file}: cannot be read ({reason})") from None
+        if not value:
+            raise ValueError(f"SERVICE_SECRET_KEY_FILE {self.secret_key_file} is empty")
+        self.secret_key = SecretStr(value)
+        return self
+
+    @model_validator(mode="after")
     def _check_production(self) -> "Settings":
         if self.environment is Environment.PRODUCTION:
             secret = self.secret_key.get_secret_value() if self.secret_key else ""
@@ -227,4 +246,13 @@ def load_settings(**overrides: Any) -> Settings:
 
 @lru_cache
 def get_settings() -> Settings:
-    return load_settings()
+    """The process's settings; invalid ones end it with one line per error (no traceback, no values)."""
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        lines = [f"  {_env_name(error['loc'])}{error['msg'].removeprefix('Value error, ')}" for error in exc.errors()]
+        raise SystemExit("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return f"SERVICE_{str(loc[0]).upper()}: " if loc else ""
