@@ -70,6 +70,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 
 USER 10001:10001
 
-# --no-proxy-headers: uvicorn would otherwise take X-Forwarded-For from 127.0.0.1 on its own; the app believes it
-# only from the proxies in SERVICE_TRUSTED_PROXIES (rate limits are per client address).
-CMD ["uvicorn", "--factory", "service.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers", "--no-access-log"]
+# `service serve` runs uvicorn without its proxy headers (the app believes X-Forwarded-For only from the proxies in
+# SERVICE_TRUSTED_PROXIES: rate limits are per client address) and without its access log (ours is structured), and
+# drains on SIGTERM (README "Graceful shutdown"): give the container SERVICE_SHUTDOWN_DELAY + SERVICE_SHUTDOWN_TIMEOUT
+# (25 s by default) to stop, e.g. `docker stop -t 30`, compose stop_grace_period, terminationGracePeriodSeconds.
+# Several workers: add `--workers N`.
+CMD ["service", "serve", "--host", "0.0.0.0", "--port", "8000"]

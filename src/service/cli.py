@@ -27,17 +27,21 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     reload: Annotated[bool, typer.Option(help="Restart on code changes (development).")] = False,
 ) -> None:
-    """Run the HTTP API with uvicorn."""
+    """Run the HTTP API with uvicorn. SIGTERM drains it (SERVICE_SHUTDOWN_DELAY, then SERVICE_SHUTDOWN_TIMEOUT)."""
     import uvicorn
 
+    from service.core import server
+
     settings = get_settings()
+    if not reload:
+        status = server.serve(settings, host=host or settings.host, port=port or settings.port, workers=workers)
+        raise typer.Exit(status)
     uvicorn.run(
-        "service.main:create_app",
+        server.APP,
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
-        workers=None if reload else workers,
-        reload=reload,
+        reload=True,
         access_log=False,  # our middleware writes one structured line per request
         proxy_headers=False,  # the app reads X-Forwarded-For itself, from SERVICE_TRUSTED_PROXIES only
         log_config=None,  # create_app configures logging

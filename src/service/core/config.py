@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     docs_enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # SIGTERM (README "Graceful shutdown"): /health/ready answers 503 at once while requests are still served this
+    # long, so the load balancer stops sending; then the listener closes (0: at once; Ctrl-C never waits).
+    shutdown_delay: timedelta = Field(default=timedelta(seconds=5), ge=timedelta(0))
+    shutdown_timeout: timedelta = timedelta(seconds=20)  # then in-flight requests get this long, the rest cancelled
 
     @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -123,6 +127,8 @@ class Settings(BaseSettings):
         "database_lock_timeout",
         "database_command_timeout",
         "readiness_timeout",
+        "shutdown_delay",
+        "shutdown_timeout",
         mode="before",
     )
     @classmethod
@@ -132,7 +138,7 @@ class Settings(BaseSettings):
             return float(value)
         return value
 
-    @field_validator("database_connect_timeout", "database_pool_timeout", "readiness_timeout")
+    @field_validator("database_connect_timeout", "database_pool_timeout", "readiness_timeout", "shutdown_timeout")
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from service.core.config import Settings
 from service.core.db import Database
 from service.core.db_health import DatabaseProbe, describe
+from service.core.server import DRAINING
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ async def ready(request: Request) -> Response:
         except Exception as exc:
             logger.warning("readiness: redis unreachable", extra={"error": type(exc).__name__})
             checks["redis"] = "unavailable"
+    if getattr(request.state, DRAINING, False):  # SIGTERM (core/server.py): the load balancer stops sending first
+        checks["shutdown"] = "draining"
     ok = all(value == "ok" for value in checks.values())
     body = Health(status="ok" if ok else "unavailable", checks=checks)
     headers = {} if ok else {"Retry-After": str(settings.database_retry_after)}
