@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # No overflow by default: under sustained load an overflow connection is opened for one request and closed
     # after it (measured: most of a request's CPU went into connecting); waiting for a pooled one is cheaper.
     database_max_overflow: int = Field(default=0, ge=0)
+    # True when database_url is a PgBouncer in transaction pooling mode (docs/scaling.md), where consecutive
+    # statements of one connection may run on different server connections. Then no prepared statement outlives its
+    # statement (asyncpg's and SQLAlchemy's statement caches off: each is parsed unnamed and run in one exchange), and
+    # no statement_timeout/lock_timeout travels in the startup packet (PgBouncer refuses unknown startup parameters):
+    # set those on the role or database (ALTER ROLE ... SET statement_timeout = '10s'). Costs one more round trip a
+    # statement. Needed for PgBouncer before 1.21 (Debian 12 ships 1.18), which keeps no prepared statements.
+    database_pgbouncer: bool = False
     database_echo: bool = False
     # Under faults (README "Under faults"): every wait on the database is bounded, and past the bound the client gets
     # 503 database unavailable with Retry-After. The timeouts are PostgreSQL's; SQLite waits for its one writer's

@@ -169,10 +169,20 @@ def _milliseconds(value: timedelta) -> str:
     return str(max(1, round(value.total_seconds() * 1000)))
 
 
+def pgbouncer_connect_args(settings: Settings) -> dict[str, Any]:
+    """Behind PgBouncer in transaction pooling mode (``database_pgbouncer``): no statement cache, in asyncpg or in
+    SQLAlchemy's dialect, so every statement is unnamed. asyncpg sends Parse/Describe with Flush, not Sync, and
+    Bind/Execute/Sync after: PgBouncer keeps one server connection for the whole exchange, and nothing prepared is
+    left behind on it for another client's statement to collide with or miss."""
+    if not settings.database_pgbouncer:
+        return {}
+    return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+
 def postgresql_connect_args(settings: Settings, *, serving: bool = True) -> dict[str, Any]:
     """asyncpg's arguments: a bounded connect, and for serving requests bounded statements, lock waits and commands
     (config.py says why each). server_settings travel in the startup packet: no extra round trip."""
-    args: dict[str, Any] = {"timeout": _seconds(settings.database_connect_timeout)}
+    args: dict[str, Any] = {"timeout": _seconds(settings.database_connect_timeout), **pgbouncer_connect_args(settings)}
     if not serving:
         return args
     if settings.database_command_timeout:
@@ -182,7 +192,7 @@ def postgresql_connect_args(settings: Settings, *, serving: bool = True) -> dict
         server["statement_timeout"] = _milliseconds(settings.database_statement_timeout)
     if settings.database_lock_timeout:
         server["lock_timeout"] = _milliseconds(settings.database_lock_timeout)
-    if server:
+    if server and not settings.database_pgbouncer:  # PgBouncer refuses them: config.py says where they go instead
         args["server_settings"] = server
     return args
 
@@ -218,7 +228,7 @@ def build_probe(settings: Settings) -> DatabaseProbe:
         pool_size=1,
         max_overflow=0,
         pool_timeout=timeout,
-        connect_args={"timeout": timeout, "command_timeout": timeout},
+        connect_args={"timeout": timeout, "command_timeout": timeout, **pgbouncer_connect_args(settings)},
     )
     reader = engine.execution_options(isolation_level="AUTOCOMMIT")  # SELECT 1 alone, no BEGIN/ROLLBACK
     return DatabaseProbe(reader.connect, timeout, dispose=engine.dispose)
