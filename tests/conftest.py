@@ -25,6 +25,7 @@ from service.core.config import Settings, load_settings
 from service.core.db import Database, build_database, create_engine_for
 from service.main import create_app
 from tests.helpers import serving
+from tests.mail_server import SMTPServer, running_smtp_server
 
 POSTGRES_URL = os.environ.get("SERVICE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [b.strip() for b in os.environ.get("SERVICE_TEST_DATABASES", "sqlite,postgresql").split(",") if b.strip()]
@@ -194,3 +195,10 @@ async def committing_client(settings: Settings, engine: AsyncEngine, backend: st
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE counters SET value = 0"))  # the migration's row stays: it is never re-made
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    """A real SMTP server on a free loopback port, keeping what it receives (tests/mail_server.py)."""
+    with running_smtp_server() as server:
+        yield server

@@ -22,6 +22,7 @@ from service.core.openapi import install_openapi
 from service.core.ratelimit import RateLimiter
 from service.ops.router import DOCS_ASSETS, docs_router
 from service.ops.router import router as ops_router
+from service.outbox.runtime import OutboxRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         redis = Redis.from_url(settings.redis_url)
     logger.info("service starting", extra={"environment": settings.environment.value, "dialect": engine.dialect.name})
     state: State = {"engine": engine, "database": build_database(engine, probe), "redis": redis}
+    # Delivers committed outbox events (in process, or by enqueueing them for `service worker`): outbox/runtime.py.
+    outbox = app.state.outbox = OutboxRuntime(settings, state["database"], app.state.metrics.registry)
+    outbox.start()
     # Everything made so far lives as long as the process: move it out of the garbage collector's sight, so a full
     # collection no longer walks it (measured: such pauses reached 60-90 ms under load, the tail of the latency).
     gc.collect()
@@ -51,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
     try:
         yield state
     finally:
+        await outbox.stop()
         if redis is not None:
             await redis.aclose()
         await app.state.rate_limiter.aclose()

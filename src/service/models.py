@@ -4,9 +4,10 @@ from service.articles.models import Article, Counter, Favorite, Tag, article_tag
 from service.audit.models import AuditEntry
 from service.comments.models import Comment
 from service.core.db import Base
+from service.outbox.models import OutboxEvent
 from service.profiles.models import Follow
 from service.sessions.models import SpentRefreshToken, UserSession
-from service.users.models import User
+from service.users.models import EmailToken, User
 
 __all__ = [
     "Article",
@@ -14,8 +15,10 @@ __all__ = [
     "Base",
     "Comment",
     "Counter",
+    "EmailToken",
     "Favorite",
     "Follow",
+    "OutboxEvent",
     "SpentRefreshToken",
     "Tag",
     "User",

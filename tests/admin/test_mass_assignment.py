@@ -77,6 +77,24 @@ async def _revoke_session(ctx: Context) -> Response:
     )
 
 
+async def _verify(ctx: Context) -> Response:
+    return await ctx.client.post("/users/verify", json=_sneaky(token="x" * 43))  # no account is reached: 422
+
+
+async def _resend_verification(ctx: Context) -> Response:
+    return await ctx.client.post("/users/verify/resend", json=_sneaky("user"), headers=ctx.headers)
+
+
+async def _password_reset(ctx: Context) -> Response:
+    return await ctx.client.post("/users/password-reset", json=_sneaky(email=ctx.user["email"]))
+
+
+async def _password_reset_confirm(ctx: Context) -> Response:
+    return await ctx.client.post(
+        "/users/password-reset/confirm", json=_sneaky(token="x" * 43, password=PASSWORD)
+    )  # an unknown token: 422, and the caller's sessions are kept for the probes after it
+
+
 async def _update_user(ctx: Context) -> Response:
     return await ctx.client.put("/user", json=_sneaky("user", bio="hi"), headers=ctx.headers)
 
@@ -147,6 +165,10 @@ PROBES: dict[tuple[str, str], tuple[Probe, int]] = {
     ("POST", "/api/users/logout"): (_logout, 204),
     ("DELETE", "/api/user/sessions/{session_id}"): (_revoke_session, 204),
     ("PUT", "/api/user"): (_update_user, 200),
+    ("POST", "/api/users/verify"): (_verify, 422),
+    ("POST", "/api/users/verify/resend"): (_resend_verification, 202),
+    ("POST", "/api/users/password-reset"): (_password_reset, 202),
+    ("POST", "/api/users/password-reset/confirm"): (_password_reset_confirm, 422),
     ("POST", "/api/articles"): (_create_article, 201),
     ("PUT", "/api/articles/{slug}"): (_update_article, 200),
     ("DELETE", "/api/articles/{slug}"): (_delete_article, 204),

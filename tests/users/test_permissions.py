@@ -106,6 +106,11 @@ async def read_audit_log(client: AsyncClient, session: AsyncSession, actor: dict
     return response, response.status_code == 200 and "entries" in response.json()
 
 
+async def manage_outbox(client: AsyncClient, session: AsyncSession, actor: dict[str, Any]) -> Outcome:
+    response = await client.get("/admin/outbox", headers=auth(actor["token"]))
+    return response, response.status_code == 200 and "deadLetters" in response.json()
+
+
 @dataclass(frozen=True)
 class Probe:
     run: Callable[[AsyncClient, AsyncSession, dict[str, Any]], Awaitable[Outcome]]
@@ -129,6 +134,7 @@ PROBES: dict[Action, Probe] = {
     Action.CHANGE_STATUS: Probe(change_status, 200, ROLE_FORBIDDEN),
     Action.DELETE_USER: Probe(delete_user, 204, ROLE_FORBIDDEN),
     Action.READ_AUDIT_LOG: Probe(read_audit_log, 200, ROLE_FORBIDDEN),
+    Action.MANAGE_OUTBOX: Probe(manage_outbox, 200, ROLE_FORBIDDEN),
 }
 
 CELLS = [(role, action) for action in Action for role in Role]

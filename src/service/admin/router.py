@@ -1,5 +1,6 @@
 """``/api/admin`` (contract B4): admins only; anyone else signed in gets 403 ``role`` ``forbidden``."""
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -13,13 +14,19 @@ from service.admin.schemas import (
     AdminUserUpdateEnvelope,
     AuditEntryRead,
     AuditLog,
+    OutboxEventEnvelope,
+    OutboxEventRead,
+    OutboxOverview,
 )
 from service.admin.service import UserView
 from service.audit import service as audit_service
 from service.core.db import ReadDep, SessionDep
-from service.core.errors import error_responses
+from service.core.errors import Conflict, NotFound, error_responses
 from service.core.paging import Limit, Offset
 from service.core.schemas import empty_to_none, timestamp
+from service.outbox import service as outbox_service
+from service.outbox.models import OutboxStatus
+from service.outbox.service import EventView
 from service.users.models import Role, UserStatus
 from service.users.permissions import Action, require
 from service.users.service import AuthUser
@@ -31,6 +38,7 @@ UserLister = Annotated[AuthUser, Depends(require(Action.LIST_USERS))]
 UserEditor = Annotated[AuthUser, Depends(require(Action.CHANGE_ROLE, Action.CHANGE_STATUS))]  # each field: its own
 UserRemover = Annotated[AuthUser, Depends(require(Action.DELETE_USER))]
 AuditReader = Annotated[AuthUser, Depends(require(Action.READ_AUDIT_LOG))]
+OutboxOperator = Annotated[AuthUser, Depends(require(Action.MANAGE_OUTBOX))]
 
 # The same paging rules as the article list (B2).
 
@@ -103,3 +111,47 @@ async def audit_log(db: ReadDep, admin: AuditReader, limit: Limit = 20, offset: 
         ],
         entries_count=total,
     )
+
+
+def _event_read(event: EventView) -> OutboxEventRead:
+    return OutboxEventRead(
+        id=str(event.id),
+        kind=event.kind,
+        status=event.status.value,
+        attempts=event.attempts,
+        last_error=event.last_error,
+        created_at=timestamp(event.created_at),
+    )
+
+
+@router.get(
+    "/outbox", summary="Outbox events by status, and the dead letters (admin)", responses=error_responses(401, 403, 422)
+)
+async def outbox(db: ReadDep, admin: OutboxOperator, limit: Limit = 20, offset: Offset = 0) -> OutboxOverview:
+    stats = await outbox_service.stats(db)
+    dead = await outbox_service.dead_letters(db, limit=limit, offset=offset)
+    return OutboxOverview(
+        counts={status.value: count for status, count in stats.counts.items()},
+        retries=stats.retries,
+        dead_letters=[_event_read(event) for event in dead],
+        dead_letters_count=stats.counts[OutboxStatus.DEAD],
+    )
+
+
+@router.post(
+    "/outbox/{event_id}/retry",
+    summary="Deliver a dead event again, with a fresh set of attempts (admin)",
+    responses=error_responses(401, 403, 404, 409),
+)
+async def retry_outbox_event(event_id: str, admin: OutboxOperator, session: SessionDep) -> OutboxEventEnvelope:
+    try:
+        key = uuid.UUID(event_id)
+    except ValueError:
+        raise NotFound("event", "not found") from None
+    retried = await outbox_service.retry(session, key)
+    event = await outbox_service.get(session, key)
+    if event is None:
+        raise NotFound("event", "not found")
+    if not retried:
+        raise Conflict("event", "is not dead")
+    return OutboxEventEnvelope(event=_event_read(event))

@@ -48,3 +48,25 @@ class AuditEntryRead(CamelModel):
 class AuditLog(CamelModel):
     entries: list[AuditEntryRead]
     entries_count: int
+
+
+class OutboxEventRead(CamelModel):
+    id: str
+    kind: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: Timestamp
+
+
+class OutboxEventEnvelope(CamelModel):
+    event: OutboxEventRead
+
+
+class OutboxOverview(CamelModel):
+    """Events by status (pending: the queue depth) and the dead letters, newest first."""
+
+    counts: dict[str, int]
+    retries: int
+    dead_letters: list[OutboxEventRead]
+    dead_letters_count: int

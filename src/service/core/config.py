@@ -5,6 +5,7 @@ import json
 import re
 import secrets
 from datetime import timedelta
+from email.utils import parseaddr
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ MIN_SECRET_LENGTH = 32
 _WEAK_SECRETS = frozenset({"secret", "changeme", "change-me", "please-change-me"})
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _SECONDS = re.compile(r"\d+(\.\d+)?")
+_MAIL_DURATIONS = ("smtp_timeout", "outbox_backoff_base", "outbox_backoff_max", "outbox_lease", "outbox_poll_interval")
 
 
 def parse_rate_limit(text: str) -> RateLimitItem:
@@ -84,6 +86,13 @@ class Settings(BaseSettings):
     session_ttl: timedelta = timedelta(days=30)
     # Two refreshes with one token (two tabs) this close together both succeed: the second gets the same new token.
     refresh_grace: timedelta = timedelta(seconds=10)
+    # Link tokens mailed for B7: single-use; these long after they were sent, they have expired.
+    verification_token_ttl: timedelta = timedelta(hours=48)
+    password_reset_token_ttl: timedelta = timedelta(hours=1)
+    # The frontend the mailed links open: {frontend_url}/verify?token=... and {frontend_url}/reset-password?token=...
+    frontend_url: str = "http://127.0.0.1:4173"
+    # Off by default (RealWorld clients know nothing of verification): on, an unverified user's writes are 403.
+    require_verified_email: bool = False
     # How stale a session's lastUsedAt may get before a request writes it again: one write per session this often,
     # not one per request (a read would otherwise cost a write).
     session_touch_interval: timedelta = timedelta(minutes=5)
@@ -98,9 +107,31 @@ class Settings(BaseSettings):
     rate_limit_refresh_session: str = "60/hour"
     # Not in B5: generous, so that many sessions behind one NAT (an office) refreshing hourly are never troubled.
     rate_limit_refresh_address: str = "600/hour"
+    # E-mail verification and password reset (B7): resend and both reset endpoints, per client address, and the
+    # mails sent per recipient (the account's address for a resend, the address asked about for a reset).
+    rate_limit_email_address: str = "100/hour"
+    rate_limit_email_recipient: str = "5/hour"
     rate_limit_key_prefix: str = Field(default="conduit", min_length=1)  # Redis keys: one prefix per deployment
     # Peers (IPs or CIDRs) whose X-Forwarded-For is believed: the reverse proxies in front of the service.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # E-mail and the outbox (README "E-mail and background jobs"). mail_backend "log" writes each message, links
+    # included so a developer can follow them, to the log at INFO instead of sending it: the default outside
+    # production, and refused in production (a link carries a token). None: "smtp" in production, else "log".
+    mail_backend: Literal["log", "smtp"] | None = None
+    smtp_host: str = "localhost"
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)  # None: 465 for tls, 587 for starttls, 25 for none
+    smtp_tls: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    mail_from: str = "Conduit <no-reply@localhost>"  # its domain also names every Message-ID
+    smtp_timeout: timedelta = timedelta(seconds=10)  # each SMTP step (connect, TLS, each command)
+    outbox_max_attempts: int = Field(default=8, ge=1)  # then the event is dead (a dead letter, retried by an admin)
+    outbox_backoff_base: timedelta = timedelta(seconds=30)  # the wait after the first failure; doubles each time
+    outbox_backoff_max: timedelta = timedelta(hours=1)
+    # A claimed delivery must end within this; an event whose deliverer died is retried once it has passed.
+    outbox_lease: timedelta = timedelta(seconds=60)
+    outbox_poll_interval: timedelta = timedelta(seconds=5)  # how often due (retried, orphaned) events are swept
+    outbox_queue: str = Field(default="conduit-outbox", min_length=1)  # the saq queue name (Redis keys saq:<name>:*)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] | None = None
     max_body_size: int = Field(default=1024 * 1024, ge=1024)
@@ -128,6 +159,8 @@ class Settings(BaseSettings):
         "session_ttl",
         "refresh_grace",
         "session_touch_interval",
+        "verification_token_ttl",
+        "password_reset_token_ttl",
         "database_connect_timeout",
         "database_pool_timeout",
         "database_statement_timeout",
@@ -136,6 +169,7 @@ class Settings(BaseSettings):
         "readiness_timeout",
         "shutdown_delay",
         "shutdown_timeout",
+        *_MAIL_DURATIONS,
         mode="before",
     )
     @classmethod
@@ -145,7 +179,9 @@ class Settings(BaseSettings):
             return float(value)
         return value
 
-    @field_validator("database_connect_timeout", "database_pool_timeout", "readiness_timeout", "shutdown_timeout")
+    @field_validator(
+        "database_connect_timeout", "database_pool_timeout", "readiness_timeout", "shutdown_timeout", *_MAIL_DURATIONS
+    )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
@@ -165,6 +201,8 @@ class Settings(BaseSettings):
         "rate_limit_register_address",
         "rate_limit_refresh_session",
         "rate_limit_refresh_address",
+        "rate_limit_email_address",
+        "rate_limit_email_recipient",
     )
     @classmethod
     def _rate_limit(cls, value: str) -> str:
@@ -206,6 +244,32 @@ class Settings(BaseSettings):
             raise ValueError(f"SERVICE_SECRET_KEY_FILE {self.secret_key_file} is empty")
         self.secret_key = SecretStr(value)
         return self
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_address(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "@" not in address or not address.rpartition("@")[2]:
+            raise ValueError("must be an address such as 'Conduit <no-reply@example.com>'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mail(self) -> "Settings":
+        if self.environment is Environment.PRODUCTION and self.mail_backend == "log":
+            raise ValueError("SERVICE_MAIL_BACKEND=log is refused in production: mailed links carry tokens")
+        return self
+
+    @property
+    def effective_mail_backend(self) -> Literal["log", "smtp"]:
+        if self.mail_backend is not None:
+            return self.mail_backend
+        return "smtp" if self.environment is Environment.PRODUCTION else "log"
+
+    @property
+    def effective_smtp_port(self) -> int:
+        if self.smtp_port is not None:
+            return self.smtp_port
+        return {"tls": 465, "starttls": 587, "none": 25}[self.smtp_tls]
 
     @model_validator(mode="after")
     def _check_production(self) -> "Settings":

@@ -100,6 +100,8 @@ class RateLimiter:
         self.register_address = parse_rate_limit(settings.rate_limit_register_address)
         self.refresh_session = parse_rate_limit(settings.rate_limit_refresh_session)
         self.refresh_address = parse_rate_limit(settings.rate_limit_refresh_address)
+        self.email_address = parse_rate_limit(settings.rate_limit_email_address)
+        self.email_recipient = parse_rate_limit(settings.rate_limit_email_recipient)
         self._pool: ConnectionPool | None = None
         self._window = MovingWindowRateLimiter(self._build_storage(settings) if self.enabled else MemoryStorage())
         self._down = False
@@ -147,6 +149,13 @@ class RateLimiter:
         await self._check(self.refresh_address, "refresh-address", address)
         if session_key is not None:
             await self._check(self.refresh_session, "refresh-session", _digest(session_key))
+
+    async def check_email(self, kind: str, address: str, recipient: str | None = None) -> None:
+        """B7's resend, password reset and its confirmation (``kind``): counted against the client address and,
+        given ``recipient`` (an e-mail address, known to us or not), against the mails that address gets."""
+        await self._check(self.email_address, f"{kind}-address", address)
+        if recipient is not None:
+            await self._check(self.email_recipient, f"{kind}-recipient", account_key(recipient))
 
     async def _check(self, item: RateLimitItem, kind: str, key: str, *, count: bool = True) -> None:
         reset_at = await self._hit(item, kind, key, count=count)

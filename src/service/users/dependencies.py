@@ -5,7 +5,8 @@ costs more than the work. A token costs one indexed statement (its session and u
 key), nothing else.
 """
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
@@ -14,13 +15,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.config import Settings
 from service.core.db import Database, Reads, ReadsDep, utcnow
-from service.core.errors import Unauthorized, requires_token
+from service.core.errors import Forbidden, Unauthorized, requires_token
 from service.core.logging import user_id_var
 from service.core.security import decode_access_token
 from service.sessions import service as sessions_service
 from service.users import service as users_service
 from service.users.models import UserStatus
 from service.users.service import AuthUser
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Endpoints an unverified user may still write to when ``require_verified_email`` is on: what it takes to get
+# verified (resend, correcting the address) or to leave (logout, ending sessions).
+_UNVERIFIED_ALLOWED: set[Callable[..., Any]] = set()
+
+
+def allow_unverified(endpoint: _F) -> _F:
+    _UNVERIFIED_ALLOWED.add(endpoint)
+    return endpoint
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -61,6 +73,13 @@ class Authentication(SecurityBase):
         # Deleted, suspended, logged out or revoked: refused at once, on every instance (the check is the database).
         if user is None or user.status is not UserStatus.ACTIVE:
             raise Unauthorized("token", "is invalid")
+        if (
+            settings.require_verified_email
+            and not user.email_verified
+            and request.method not in _READ_METHODS
+            and request.scope.get("endpoint") not in _UNVERIFIED_ALLOWED
+        ):
+            raise Forbidden("email", "is not verified")
         if utcnow() - user.session_used_at > settings.session_touch_interval:
             await _touch(request, db, user.session_id)
         user_id_var.set(user.id)

@@ -1,7 +1,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Enum, Identity, Index, String, Text, func
+from sqlalchemy import BigInteger, Enum, ForeignKey, Identity, Index, String, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.core.db import Base, BigId, same_as_created, utcnow
@@ -39,6 +39,8 @@ class User(Base):
         Enum(UserStatus, name="user_status", values_callable=_values, validate_strings=True),
         default=UserStatus.ACTIVE,
     )
+    # B7: set by following the link mailed to ``email``; an e-mail change sets it back to false.
+    email_verified: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=same_as_created)
     # Counters kept by articles/counters.py: articles this user wrote, and articles this user has favorited.
@@ -50,3 +52,31 @@ class User(Base):
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 Index("uq_users_email_lower", func.lower(User.email), unique=True)
 Index("ix_users_created_at_id", User.created_at, User.id)  # the admin API lists users newest first
+
+
+class TokenPurpose(StrEnum):
+    VERIFY = "verify"
+    RESET = "reset"
+
+
+class EmailToken(Base):
+    """A link token mailed for B7 (verify an address, reset a password): single-use, expiring, stored as a hash.
+
+    ``email`` is the address it was sent to: a token proves control of that address only, so once the account's
+    address has changed the token no longer applies.
+    """
+
+    __tablename__ = "email_tokens"
+    __table_args__ = (Index("ix_email_tokens_user_id", "user_id"),)  # a user's outstanding tokens
+
+    id: Mapped[int] = mapped_column(BigId, Identity(), primary_key=True)
+    # Nullable for the equal work of a reset asked for an unknown address: that row is written and rolled back.
+    user_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("users.id", ondelete="CASCADE"))
+    purpose: Mapped[TokenPurpose] = mapped_column(
+        Enum(TokenPurpose, name="email_token_purpose", values_callable=_values, validate_strings=True)
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 (hex) of the token; never the token
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -32,6 +32,7 @@ class Action(StrEnum):
     CHANGE_STATUS = "change_status"
     DELETE_USER = "delete_user"
     READ_AUDIT_LOG = "read_audit_log"
+    MANAGE_OUTBOX = "manage_outbox"
 
 
 EVERYONE = frozenset(Role)
@@ -51,6 +52,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.CHANGE_STATUS: ADMINS,
     Action.DELETE_USER: ADMINS,
     Action.READ_AUDIT_LOG: ADMINS,
+    Action.MANAGE_OUTBOX: ADMINS,  # operations: the e-mail queue, its dead letters and their retry
 }
 
 

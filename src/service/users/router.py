@@ -1,4 +1,5 @@
-"""Accounts and their sessions: register, log in, refresh, log out, the current user, the caller's sessions."""
+"""Accounts and their sessions: register, log in, refresh, log out, the current user, the caller's sessions;
+e-mail verification and password reset (B7)."""
 
 from typing import Literal
 
@@ -13,9 +14,11 @@ from service.core.schemas import timestamp
 from service.core.security import create_access_token
 from service.sessions import service as sessions_service
 from service.users import service as users_service
-from service.users.dependencies import CurrentUser, SettingsDep
+from service.users.dependencies import CurrentUser, SettingsDep, allow_unverified
 from service.users.models import User, UserStatus
 from service.users.schemas import (
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     SessionRead,
     SessionsEnvelope,
@@ -26,8 +29,9 @@ from service.users.schemas import (
     UserLoginEnvelope,
     UserRead,
     UserUpdateEnvelope,
+    VerifyRequest,
 )
-from service.users.service import AuthUser
+from service.users.service import AuthUser, Links
 
 router = APIRouter(prefix="/api", tags=["users"])
 
@@ -44,8 +48,22 @@ def _access_token(user_id: int, session_id: int, settings: Settings) -> str:
 
 def _user_read(user: User | AuthUser, token: str) -> UserRead:
     return UserRead(
-        email=user.email, token=token, username=user.username, bio=user.bio, image=user.image, role=user.role
+        email=user.email,
+        token=token,
+        username=user.username,
+        bio=user.bio,
+        image=user.image,
+        role=user.role,
+        email_verified=user.email_verified,
     )
+
+
+def _links(settings: Settings) -> Links:
+    return Links(settings.frontend_url, settings.verification_token_ttl, settings.password_reset_token_ttl)
+
+
+def _accepted() -> Response:
+    return Response(status_code=status.HTTP_202_ACCEPTED)
 
 
 def session_envelope(user: User, opened: sessions_service.Opened, settings: Settings) -> SessionUserEnvelope:
@@ -77,6 +95,7 @@ async def register(
     await limiter.check_register(limiter.client_address(request))
     data = body.user
     user = await users_service.create_user(session, username=data.username, email=data.email, password=data.password)
+    await users_service.send_verification(session, user, _links(settings))
     return await _open_session(session, user, request, settings)
 
 
@@ -120,6 +139,70 @@ async def refresh(
 
 
 @router.post(
+    "/users/verify",
+    summary="Verify your e-mail address",
+    description="With the token of the link mailed at registration or after an e-mail change. Single-use. "
+    "Opens a session, as login does: the response carries a token and a refresh token.",
+    responses=error_responses(403, 413, 422),
+)
+async def verify(
+    body: VerifyRequest, request: Request, session: SessionDep, settings: SettingsDep
+) -> SessionUserEnvelope:
+    user = await users_service.verify_email(session, body.token)
+    return await _open_session(session, user, request, settings)
+
+
+@router.post(
+    "/users/verify/resend",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Mail the verification link again",
+    description="Nothing is sent when the address is verified already.",
+    response_class=Response,
+    responses=error_responses(401, 429),
+)
+@allow_unverified
+async def resend_verification(
+    user: CurrentUser, request: Request, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep
+) -> Response:
+    await limiter.check_email("verify-resend", limiter.client_address(request), user.email)
+    await users_service.resend_verification(session, user.id, _links(settings))
+    return _accepted()
+
+
+@router.post(
+    "/users/password-reset",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Mail a password reset link",
+    description="Always 202, whether or not an account has this address (nothing tells which).",
+    response_class=Response,
+    responses=error_responses(413, 422, 429),
+)
+async def request_password_reset(
+    body: PasswordResetRequest, request: Request, session: SessionDep, settings: SettingsDep, limiter: RateLimiterDep
+) -> Response:
+    await limiter.check_email("password-reset", limiter.client_address(request), body.email)
+    await users_service.request_password_reset(session, body.email, _links(settings))
+    return _accepted()
+
+
+@router.post(
+    "/users/password-reset/confirm",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a new password with a reset link's token",
+    description="Single-use. Every session of the account is revoked: log in with the new password.",
+    response_class=Response,
+    responses=error_responses(413, 422, 429),
+)
+async def confirm_password_reset(
+    body: PasswordResetConfirm, request: Request, session: SessionDep, limiter: RateLimiterDep
+) -> Response:
+    await limiter.check_email("password-reset-confirm", limiter.client_address(request))
+    user = await users_service.reset_password(session, body.token, body.password)
+    await sessions_service.revoke(session, user.id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
     "/users/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Log out",
@@ -127,6 +210,7 @@ async def refresh(
     "them (`global`). Access tokens of a revoked session stop working at once.",
     responses=error_responses(401, 422),
 )
+@allow_unverified
 async def logout(
     user: CurrentUser, session: SessionDep, scope: Literal["local", "others", "global"] = "local"
 ) -> Response:
@@ -162,6 +246,7 @@ async def list_sessions(user: CurrentUser, conn: ReadDep) -> SessionsEnvelope:
     summary="Revoke one of your sessions",
     responses=error_responses(401, 404),
 )
+@allow_unverified
 async def revoke_session(session_id: str, user: CurrentUser, session: SessionDep) -> Response:
     await sessions_service.revoke_one(session, user.id, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -173,6 +258,7 @@ async def get_current(user: CurrentUser, settings: SettingsDep) -> UserEnvelope:
 
 
 @router.put("/user", summary="Update current user", responses=error_responses(401, 409, 413, 422))
+@allow_unverified  # to correct a mistyped address, among others
 async def update_current(
     body: UserUpdateEnvelope, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> UserEnvelope:
@@ -181,7 +267,10 @@ async def update_current(
     if account is None:  # deleted since the token was checked, a moment ago
         raise Unauthorized("token", "is invalid")
     password_changed = "password" in changes
+    new_address = "email" in changes and changes["email"].lower() != account.email.lower()
     account = await users_service.update_user(session, account, changes)
     if password_changed:  # whoever else holds a session of this account is logged out (B5)
         await sessions_service.revoke(session, user.id, keep=user.session_id)
+    if new_address:  # B7: the new address is unverified until its link is followed
+        await users_service.send_verification(session, account, _links(settings))
     return UserEnvelope(user=_user_read(account, _access_token(account.id, user.session_id, settings)))

@@ -88,6 +88,7 @@ class UserRead(CamelModel):
     bio: str | None
     image: str | None
     role: Role
+    email_verified: bool  # B7: false until the link mailed to ``email`` is followed
 
 
 class UserEnvelope(CamelModel):
@@ -106,6 +107,23 @@ class SessionUserEnvelope(CamelModel):
 
 class RefreshRequest(RequestModel):
     refresh_token: Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(reject_blank)]
+
+
+# A mailed link's token (B7): 43 characters as issued; anything longer names no token.
+LinkToken = Annotated[str, Field(min_length=1, max_length=200), BeforeValidator(reject_blank)]
+
+
+class VerifyRequest(RequestModel):
+    token: LinkToken
+
+
+class PasswordResetRequest(RequestModel):
+    email: Email
+
+
+class PasswordResetConfirm(RequestModel):
+    token: LinkToken
+    password: Password
 
 
 class SessionRead(CamelModel):
