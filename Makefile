@@ -73,6 +73,10 @@ seed: install ## Fill the database with demo data: make seed ARGS="--users 1000 
 bench: install ## Benchmark against the ceiling with wrk (PostgreSQL on 127.0.0.1): make bench ARGS="--scale 1m"
 	$(if $(UV),$(UV) pip install -q --python $(BIN)/python --require-hashes -r requirements-bench.txt,$(BIN)/pip install -q --require-hashes -r requirements-bench.txt) && { command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }; } && $(BIN)/python -m bench $(ARGS)
 
+.PHONY: soak
+soak: install ## 5 min of mixed reads and writes on PostgreSQL, per minute requests, errors, p99, RSS: make soak ARGS="--minutes 1"
+	{ command -v wrk >/dev/null || { apt-get update -q && apt-get install -y -q wrk; }; } && $(BIN)/python -m bench.soak $(ARGS)
+
 .PHONY: scale-test
 scale-test: install ## 3 instances behind nginx, PgBouncer and Redis on loopback, under load; checks sharing and restarts
 	{ { command -v nginx && command -v pgbouncer; } >/dev/null || { apt-get update -q && apt-get install -y -q nginx-light pgbouncer; }; } && $(BIN)/python deploy/scale-test/scale_test.py $(ARGS)

@@ -67,10 +67,10 @@ def build_cases(data: TestData, tokens: list[str], *, writes: bool) -> list[Case
     return cases
 
 
-def soak_lines(cases: list[Case]) -> list[str]:
-    """The soak's mixed read load: as many lines of every read case, shuffled (the same way every run)."""
+def soak_lines(cases: list[Case], groups: tuple[str, ...] = (READ,)) -> list[str]:
+    """A soak's mixed read load: as many lines of every case of ``groups``, shuffled (the same way every run)."""
     per_case = 200
-    lines = [case.lines[i % len(case.lines)] for case in cases if case.group == READ for i in range(per_case)]
+    lines = [case.lines[i % len(case.lines)] for case in cases if case.group in groups for i in range(per_case)]
     random.Random(1).shuffle(lines)
     return lines
 

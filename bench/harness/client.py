@@ -1,4 +1,4 @@
-"""The few plain HTTP calls the harness makes itself (readiness, logins); wrk makes all the others."""
+"""The few plain HTTP calls the harness makes itself (readiness, logins, the soak's writers); wrk makes the rest."""
 
 import http.client
 import json
@@ -21,6 +21,16 @@ def _request(port: int, method: str, path: str, body: dict[str, Any] | None, tim
 
 def get_status(port: int, path: str, timeout: float = 5.0) -> int:
     return _request(port, "GET", path, None, timeout)[0]
+
+
+def register(port: int, username: str, password: str) -> str:
+    """Register ``username`` (``<username>@example.com``) through the API and return the JWT."""
+    user = {"username": username, "email": f"{username}@example.com", "password": password}
+    status, body = _request(port, "POST", "/api/users", {"user": user}, 30.0)
+    if status != 201:
+        raise RuntimeError(f"registering {username} answered {status}: {body[:200]!r}")
+    token: str = json.loads(body)["user"]["token"]
+    return token
 
 
 def login(port: int, email: str, password: str) -> str:

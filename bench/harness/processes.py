@@ -4,6 +4,7 @@ Each side is a uvicorn master with ``--workers N`` children, started in a sessio
 (SIGTERM, then SIGKILL of the whole process group after a timeout) can never miss a worker.
 """
 
+import atexit
 import contextlib
 import dataclasses
 import os
@@ -78,6 +79,43 @@ def service_env(db: Database, secret: str, **extra: str) -> dict[str, str]:
     return clean_env(SERVICE_DATABASE_URL=db.sqlalchemy_url, SERVICE_SECRET_KEY=secret, **extra)
 
 
+_mail_sink: subprocess.Popen[bytes] | None = None
+_mail_sink_port = 0
+
+
+def mail_sink_port() -> int:
+    """A real SMTP server that accepts and discards every message (aiosmtpd's Sink), started once per harness run:
+    the write mix registers users, and each registration mails a verification link (B7) as it would in production,
+    so the mail's cost is measured instead of piling up as failed retries."""
+    global _mail_sink, _mail_sink_port
+    if _mail_sink is None or _mail_sink.poll() is not None:
+        _mail_sink_port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-c",
+            "aiosmtpd.handlers.Sink",
+            "-l",
+            f"{HOST}:{_mail_sink_port}",
+        ]
+        _mail_sink = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603 - our own command
+        atexit.register(_mail_sink.terminate)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _listening(_mail_sink_port):
+            if time.monotonic() > deadline or _mail_sink.poll() is not None:
+                raise RuntimeError("the SMTP sink (python -m aiosmtpd) did not start")
+            time.sleep(0.05)
+    return _mail_sink_port
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
 def service_spec(db: Database, secret: str, workers: int, name: str = "service") -> ServerSpec:
     port = free_port()
     command = [str(UVICORN), "--factory", "service.main:create_app", "--host", HOST, "--port", str(port)]
@@ -91,6 +129,9 @@ def service_spec(db: Database, secret: str, workers: int, name: str = "service")
         # The harness logs in its token holders and the write mix registers thousands of users from one address:
         # the login and registration limits (B5) would answer 429 to most of it. The ceiling has no limiter either.
         SERVICE_RATE_LIMITS_ENABLED="false",
+        SERVICE_SMTP_HOST=HOST,
+        SERVICE_SMTP_PORT=str(mail_sink_port()),
+        SERVICE_SMTP_TLS="none",
     )
     what = "service (uvicorn service.main:create_app)"
     return ServerSpec(name, command, env, "/health/live", port, what, workers * (POOL_SIZE + MAX_OVERFLOW))

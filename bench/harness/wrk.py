@@ -3,7 +3,7 @@
 From wrk's own output: Requests/sec, the ``--latency`` distribution (p50, p90, p99) and the socket errors. From
 the lines our Lua scripts print when done (see ``bench/lua/common.lua``): every response's status, so a response
 that is not 2xx counts as an error (wrk's own "Non-2xx or 3xx" line only counts 4xx and 5xx), and, for the write
-mix, the successes and failures per kind of request.
+mix, the successes and failures per kind of request, and for the soak's mixed load, the writes sent per kind.
 """
 
 import contextlib
@@ -24,6 +24,7 @@ _TOTAL = re.compile(r"^\s+(\d+) requests in ", re.MULTILINE)
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 _STATUS = re.compile(r"^bench-status (\d+) (\d+)$", re.MULTILINE)
 _STEP = re.compile(r"^bench-step (\S+) (\d+) (\d+)$", re.MULTILINE)
+_SENT = re.compile(r"^bench-sent (\S+) (\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class WrkResult:
     socket_errors: dict[str, int]  # "connect", "read", "write", "timeout"
     statuses: dict[int, int]  # status code -> responses
     steps: dict[str, dict[str, int]] = field(default_factory=dict)  # write mix: step -> {"ok": n, "errors": n}
+    sent: dict[str, int] = field(default_factory=dict)  # mixed load (soak): kind of write -> requests sent
 
     @property
     def bad_statuses(self) -> int:
@@ -53,6 +55,7 @@ class WrkResult:
             "statuses": {str(status): n for status, n in sorted(self.statuses.items())},
             "errors": self.errors,
             **({"steps": self.steps} if self.steps else {}),
+            **({"sent": self.sent} if self.sent else {}),
         }
 
 
@@ -73,6 +76,7 @@ def parse(output: str) -> WrkResult:
         socket_errors=dict(zip(("connect", "read", "write", "timeout"), counts, strict=True)),
         statuses={int(status): int(n) for status, n in _STATUS.findall(output)},
         steps={step: {"ok": int(ok), "errors": int(errors)} for step, ok, errors in _STEP.findall(output)},
+        sent={kind: int(n) for kind, n in _SENT.findall(output)},
     )
 
 

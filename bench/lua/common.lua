@@ -2,6 +2,7 @@
 -- response, and prints the totals when wrk is done, as lines the harness reads from wrk's output:
 --   bench-status <code> <responses>
 --   bench-step <step> <ok> <errors>      (writes.lua only: one line per kind of request)
+--   bench-sent <kind> <requests>         (mixed.lua only: write requests sent, per kind)
 
 local threads = {}
 
@@ -22,7 +23,7 @@ local function add(totals, key, n)
 end
 
 function done(summary, latency, requests)
-  local by_status, ok, errors = {}, {}, {}
+  local by_status, ok, errors, sent = {}, {}, {}, {}
   for _, thread in ipairs(threads) do
     for status, n in pairs(thread:get("statuses") or {}) do
       add(by_status, status, n)
@@ -33,11 +34,17 @@ function done(summary, latency, requests)
     for step, n in pairs(thread:get("steps_failed") or {}) do
       add(errors, step, n)
     end
+    for kind, n in pairs(thread:get("sent_writes") or {}) do
+      add(sent, kind, n)
+    end
   end
   for status, n in pairs(by_status) do
     io.write(string.format("bench-status %d %d\n", status, n))
   end
   for step, n in pairs(ok) do
     io.write(string.format("bench-step %s %d %d\n", step, n, errors[step] or 0))
+  end
+  for kind, n in pairs(sent) do
+    io.write(string.format("bench-sent %s %d\n", kind, n))
   end
 end
