@@ -65,6 +65,10 @@ $(DEPLOY_TOOLS)/.installed: requirements-deploy.txt
 k8s: install $(DEPLOY_TOOLS)/.installed ## Render deploy/kubernetes (kustomize) into var/k8s, validate strictly (kubernetes-validate), test it
 	KUBECTL="$(CURDIR)/$(DEPLOY_TOOLS)/bin/kubectl" bash deploy/kubernetes/render.sh var/k8s && $(BIN)/kubernetes-validate --strict --quiet var/k8s/*.yaml && KUBECTL="$(CURDIR)/$(DEPLOY_TOOLS)/bin/kubectl" $(BIN)/pytest -q -p no:randomly -n 0 --no-cov tests/test_deploy_manifests.py
 
+.PHONY: compose-test
+compose-test: ## As root: docker compose up for real (private dockerd, local base images), register a user, tear all down
+	bash deploy/compose-test/run.sh
+
 check: lint typecheck test ## Everything CI checks on the code
 
 seed: install ## Fill the database with demo data: make seed ARGS="--users 1000 --articles 10000"

@@ -15,7 +15,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The app requires a real secret (`${SERVICE_SECRET_KEY:?...}`), so config fails without one:
+# The app requires a real secret (SERVICE_SECRET_KEY, or CONDUIT_SECRET_KEY from .env), so config fails without one:
 # give it a placeholder that is used only for rendering the file here.
 export SERVICE_SECRET_KEY="${SERVICE_SECRET_KEY:-dummy-secret-for-validation-only-0123456789abcdef}"
 
@@ -42,12 +42,13 @@ echo "== ${compose[*]} ($("${compose[@]}" version --short)): docker-compose.yml"
 services="$("${compose[@]}" -f docker-compose.yml config --services | sort | tr '\n' ' ')"
 echo "   ok: valid; services: ${services% }"
 
-# The secret must stay mandatory: rendering without it has to fail.
-if env -u SERVICE_SECRET_KEY "${compose[@]}" -f docker-compose.yml config -q >/dev/null 2>&1; then
-    echo "validate-containers: docker-compose.yml renders without SERVICE_SECRET_KEY; it must be required" >&2
+# The secret must stay mandatory: rendering with neither SERVICE_SECRET_KEY nor CONDUIT_SECRET_KEY (from the shell or
+# a local .env the README's first step wrote) has to fail.
+if env -u SERVICE_SECRET_KEY -u CONDUIT_SECRET_KEY "${compose[@]}" --env-file /dev/null -f docker-compose.yml config -q >/dev/null 2>&1; then
+    echo "validate-containers: docker-compose.yml renders without a secret key; it must be required" >&2
     exit 1
 fi
-echo "   ok: refuses to render without SERVICE_SECRET_KEY"
+echo "   ok: refuses to render without a secret key"
 
 echo "== .dockerignore: build context"
 for path in requirements.txt pyproject.toml README.md src alembic.ini alembic; do

@@ -52,8 +52,11 @@ class SMTPSender:
         self.port = settings.effective_smtp_port
         self.use_tls = settings.smtp_tls == "tls"
         self.start_tls = settings.smtp_tls == "starttls"  # required, not opportunistic: no silent plain text
-        self.username = settings.smtp_username
-        self.password = settings.smtp_password
+        # An empty value (a compose file passing an unset variable through) means no authentication, as unset does.
+        self.username = settings.smtp_username or None
+        self.password = (
+            settings.smtp_password if settings.smtp_password and settings.smtp_password.get_secret_value() else None
+        )
         self.timeout = settings.smtp_timeout.total_seconds()
 
     async def send(self, message: EmailMessage) -> None:
