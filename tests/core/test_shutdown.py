@@ -125,6 +125,10 @@ async def test_sigterm_under_load_drains(database_url: str, tmp_path: Path, work
         "SERVICE_DATABASE_LOCK_TIMEOUT": "30",
         "SERVICE_DATABASE_STATEMENT_TIMEOUT": "30",
         "SERVICE_DATABASE_COMMAND_TIMEOUT": "40",
+        # Enough for the load here, and few: the shared server's connections are shared with the rest of the suite.
+        "SERVICE_DATABASE_POOL_SIZE": "8",
+        # A busy machine must not turn a slow checkout into a 503: pool waits are not what this test is about.
+        "SERVICE_DATABASE_POOL_TIMEOUT": "30",
     }
     command = [str(Path(sys.executable).with_name("service")), "serve", "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as output:
