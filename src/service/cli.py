@@ -31,8 +31,10 @@ def serve(
     import uvicorn
 
     from service.core import server
+    from service.core.metrics import prepare_multiprocess
 
     settings = get_settings()
+    prepare_multiprocess(workers)  # before the workers start: /metrics then sums them all
     if not reload:
         status = server.serve(settings, host=host or settings.host, port=port or settings.port, workers=workers)
         raise typer.Exit(status)

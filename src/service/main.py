@@ -45,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         redis = Redis.from_url(settings.redis_url)
     logger.info("service starting", extra={"environment": settings.environment.value, "dialect": engine.dialect.name})
     state: State = {"engine": engine, "database": build_database(engine, probe), "redis": redis}
+    pool_metrics = app.state.metrics.watch_pool(engine)  # the pool's gauges on /metrics
     # Delivers committed outbox events (in process, or by enqueueing them for `service worker`): outbox/runtime.py.
     outbox = app.state.outbox = OutboxRuntime(settings, state["database"], app.state.metrics.registry)
     outbox.start()
@@ -60,6 +61,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[State]:
             await redis.aclose()
         await app.state.rate_limiter.aclose()
         await probe.aclose()
+        await pool_metrics.aclose()
         await engine.dispose()
         logger.info("service stopped")
 
@@ -106,4 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_origins=settings.cors_origins,
         max_body_size=settings.max_body_size,
     )
+    if settings.otel_enabled:  # imported only when on: tracing off costs nothing, not even the import
+        from service.core.tracing import install_tracing
+
+        install_tracing(app)
     return app

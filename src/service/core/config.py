@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] | None = None
     max_body_size: int = Field(default=1024 * 1024, ge=1024)
     docs_enabled: bool = True
+    # OpenTelemetry tracing of requests and SQL, exported over OTLP/HTTP; configured by the standard OTEL_* variables.
+    otel_enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     # SIGTERM (README "Graceful shutdown"): /health/ready answers 503 at once while requests are still served this

@@ -5,6 +5,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, cast
 
 import orjson
@@ -323,10 +324,13 @@ class Query:
         sql, names, literals = self.for_postgresql(connection.dialect)
         args = [params[name] if name in params else literals[name] for name in names]
         driver: Any = (await connection.get_raw_connection()).driver_connection  # an asyncpg.Connection
-        # SQLAlchemy's own hook, so whatever listens to statements (the tests' statement counts) sees this one too.
+        # SQLAlchemy's own hooks, so whatever listens to statements (the tests' statement counts, tracing) sees this
+        # one too; ``context`` is what a listener keeps from before to after the statement (tracing: its span).
         sync = connection.sync_connection
+        after = sync is not None and bool(sync.dispatch.after_cursor_execute)  # False unless tracing is on
+        context = SimpleNamespace() if after else None
         if sync is not None:  # always, for a connection in use
-            sync.dispatch.before_cursor_execute(sync, None, sql, args, None, False)
+            sync.dispatch.before_cursor_execute(sync, None, sql, args, context, False)
         try:
             rows: Sequence[Any] = await driver.fetch(sql, *args)
         except Exception as error:
@@ -341,6 +345,9 @@ class Query:
             raise DBAPIError.instance(
                 sql, args, error, Exception, hide_parameters=True, connection_invalidated=lost
             ) from error
+        finally:
+            if after and sync is not None:
+                sync.dispatch.after_cursor_execute(sync, None, sql, args, context, False)
         return rows
 
     async def first(self, db: Reads, **params: Any) -> Any:
