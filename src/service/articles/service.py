@@ -346,8 +346,8 @@ async def create_article(
     article = Article(title=title, description=description, body=body, author_id=author.id)
     await _save_with_unique_slug(session, article, slugify(title))
     tag_ids = await _tag_ids(session, tags)
+    await counters.articles_added(session, author.id, tag_ids)  # before the links: the lock order of _replace_tags
     await _attach_tags(session, article, tag_ids)
-    await counters.articles_added(session, author.id, tag_ids)
     return ArticleView(
         article.slug,
         title,
@@ -394,8 +394,10 @@ async def _replace_tags(session: AsyncSession, article: Article, names: list[str
         await session.execute(
             delete(article_tags).where(article_tags.c.article_id == article.id, article_tags.c.tag_id.in_(gone))
         )
-    await _attach_tags(session, article, sorted(new))
+    # Lock (and count) the tags before linking the new ones: the link's foreign-key check takes a weaker lock on the
+    # tag row, and upgrading it afterwards can deadlock against another writer queued for the same row (seen here).
     await counters.tags_changed(session, added=new, removed=gone)
+    await _attach_tags(session, article, sorted(new))
 
 
 async def update_article(session: AsyncSession, article: Article, changes: dict[str, Any]) -> None:
