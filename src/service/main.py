@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=app.state.metrics,
         allow_origins=settings.cors_origins,
         max_body_size=settings.max_body_size,
+        public_cache_max_age=settings.public_cache_max_age,
     )
     if settings.otel_enabled:  # imported only when on: tracing off costs nothing, not even the import
         from service.core.tracing import install_tracing

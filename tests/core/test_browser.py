@@ -11,7 +11,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from service.core.config import Settings, load_settings
 from service.core.db import Database
 from service.main import create_app
-from tests.helpers import auth, register, serving
+from tests.helpers import article_payload, auth, register, serving
 
 ORIGIN = "http://127.0.0.1:4173"
 OTHER_ORIGIN = "http://evil.example"
@@ -322,3 +322,40 @@ async def test_500_with_a_token_is_readable_by_the_page_and_not_stored(
     assert response.status_code == 500
     assert response.headers.get("Access-Control-Allow-Origin") == ORIGIN
     assert response.headers.get("Cache-Control") == "no-store"
+
+
+@pytest.fixture
+async def caching_client(settings: Settings, database: Database) -> AsyncIterator[AsyncClient]:
+    app = create_app(settings.model_copy(update={"public_cache_max_age": 30}))
+    async with _client(app, database) as c:
+        yield c
+
+
+async def test_anonymous_public_reads_are_cacheable_when_configured(caching_client: AsyncClient) -> None:
+    client = caching_client
+    alice = await register(client)
+    slug = (await client.post("/articles", json={"article": article_payload()}, headers=auth(alice["token"]))).json()[
+        "article"
+    ]["slug"]
+    for path in (
+        "/tags",
+        "/articles",
+        f"/articles/{slug}",
+        f"/articles/{slug}/comments",
+        f"/profiles/{alice['username']}",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["Cache-Control"] == "public, max-age=30", path
+        assert "authorization" in _listed(response.headers.get("Vary")), path
+        signed_in = await client.get(path, headers=auth(alice["token"]))  # the caller's own view: never shared
+        assert signed_in.headers["Cache-Control"] == "no-store", path
+    # Not a public read: a miss, an error, the caller's own data, a write.
+    assert "Cache-Control" not in (await client.get("/articles/nope")).headers
+    assert "Cache-Control" not in (await client.get("/articles", params={"limit": 0})).headers
+    assert "Cache-Control" not in (await client.get("/user")).headers
+    assert "Cache-Control" not in (await client.post("/users/login", json={"user": {}})).headers
+
+
+async def test_no_public_cache_header_by_default(client: AsyncClient) -> None:
+    assert "Cache-Control" not in (await client.get("/tags")).headers

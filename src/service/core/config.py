@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["json", "console"] | None = None
     max_body_size: int = Field(default=1024 * 1024, ge=1024)
+    # Seconds a shared cache may keep an anonymous public read (tags, the article list, an article, its comments, a
+    # profile): Cache-Control public, max-age, Vary Authorization. 0 (the default): no such header, as before.
+    public_cache_max_age: int = Field(default=0, ge=0)
     docs_enabled: bool = True
     # OpenTelemetry tracing of requests and SQL, exported over OTLP/HTTP; configured by the standard OTEL_* variables.
     otel_enabled: bool = False

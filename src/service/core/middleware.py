@@ -95,12 +95,35 @@ class CORSPolicy:
         return {"type": "http.response.start", "status": 204, "headers": headers}, {"type": "http.response.body"}
 
 
+# The reads whose anonymous answer is the same for every anonymous caller (no viewer-dependent field is set without a
+# token), so a shared cache (a CDN, nginx proxy_cache) may keep it for ``public_cache_max_age`` seconds.
+PUBLIC_ROUTES = frozenset(
+    {
+        "/api/tags",
+        "/api/articles",
+        "/api/articles/{slug}",
+        "/api/articles/{slug}/comments",
+        "/api/profiles/{username}",
+    }
+)
+
+
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, allow_origins: list[str], max_body_size: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        allow_origins: list[str],
+        max_body_size: int,
+        public_cache_max_age: int = 0,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.cors = CORSPolicy(allow_origins)
         self.max_body_size = max_body_size
+        # Made once: the header every cacheable anonymous answer carries (None: caching is off).
+        self.public_cache = f"public, max-age={public_cache_max_age}" if public_cache_max_age > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,6 +152,14 @@ class ServiceMiddleware:
                 if has_token:
                     headers["Cache-Control"] = "no-store"
                     headers.add_vary_header("Authorization")
+                elif (
+                    self.public_cache is not None
+                    and status_code == 200
+                    and scope["method"] in ("GET", "HEAD")
+                    and _route(scope) in PUBLIC_ROUTES
+                ):
+                    headers["Cache-Control"] = self.public_cache
+                    headers.add_vary_header("Authorization")  # a signed-in request is never served this copy
                 if origin is not None:
                     headers.add_vary_header("Origin")
                     if self.cors.allows(origin):
