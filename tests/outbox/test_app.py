@@ -126,6 +126,11 @@ async def test_admin_api_lists_dead_letters_and_retries_them(client: AsyncClient
     assert ISO_TIMESTAMP.match(letter["createdAt"])
     paged = await client.get("/admin/outbox", params={"limit": 1, "offset": 1}, headers=auth(admin["token"]))
     assert [letter["id"] for letter in paged.json()["deadLetters"]] == [older]
+    for offset in (2, 2**70):  # past the end, even past BIGINT: an empty page, never a 500
+        past = await client.get("/admin/outbox", params={"offset": offset}, headers=auth(admin["token"]))
+        assert past.status_code == 200
+        assert past.json()["deadLetters"] == []
+        assert past.json()["deadLettersCount"] == 2
 
     response = await client.post(f"/admin/outbox/{older}/retry", headers=auth(admin["token"]))
     assert response.status_code == 200, response.text
