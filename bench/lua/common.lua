@@ -48,3 +48,18 @@ function done(summary, latency, requests)
     io.write(string.format("bench-sent %s %d\n", kind, n))
   end
 end
+
+-- The GET requests of a data file the harness writes, built once: "<path>" per line for an anonymous request, or
+-- "<path>\t<token>" to send "Authorization: Token <token>" (requests.lua and mixed.lua).
+function read_requests(file)
+  local built = {}
+  for line in io.lines(file) do
+    local path, token = line:match("^([^\t]+)\t?(.*)$")
+    local headers = {}
+    if token ~= "" then
+      headers["Authorization"] = "Token " .. token
+    end
+    built[#built + 1] = wrk.format("GET", path, headers)
+  end
+  return built
+end

@@ -20,14 +20,7 @@ local slug -- the article this thread created last (a thread's connections share
 sent_writes = {} -- kind -> write requests sent, read by done() in common.lua
 
 function init(args)
-  for line in io.lines(args[1]) do
-    local path, token = line:match("^([^\t]+)\t?(.*)$")
-    local headers = {}
-    if token ~= "" then
-      headers["Authorization"] = "Token " .. token
-    end
-    reads[#reads + 1] = wrk.format("GET", path, headers) -- built once: request() only picks one
-  end
+  reads = read_requests(args[1])
   for token in io.lines(args[2]) do
     writers[#writers + 1] = token
   end

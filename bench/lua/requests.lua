@@ -9,14 +9,7 @@ local requests = {}
 local next_request = 1
 
 function init(args)
-  for line in io.lines(args[1]) do
-    local path, token = line:match("^([^\t]+)\t?(.*)$")
-    local headers = {}
-    if token ~= "" then
-      headers["Authorization"] = "Token " .. token
-    end
-    requests[#requests + 1] = wrk.format("GET", path, headers) -- built once: request() only picks one
-  end
+  requests = read_requests(args[1])
   math.randomseed(thread_id)
   next_request = math.random(#requests)
 end
